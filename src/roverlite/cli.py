@@ -1,0 +1,231 @@
+"""The ``roverlite`` command line: parses arguments, builds a config, calls one library function.
+
+Every error a user can cause (bad config, bad data, unwritable folder) is printed as one line on
+stderr with exit code 2; ``--debug`` shows the traceback instead. Nothing here does real work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+log = logging.getLogger("roverlite")
+
+# Exit codes: 0 ok, 1 the command ran but found problems (e.g. unreadable files in an audit),
+# 2 the command could not run (bad arguments, config or data), 130 interrupted.
+EXIT_FINDINGS = 1
+EXIT_USAGE = 2
+
+
+# === Shared option groups ===
+
+
+def _add_config_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", type=Path, help="YAML config (default: built-in synthetic terrain)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.epochs=3 (repeatable; values are YAML)",
+    )
+
+
+def _config_from_args(args: argparse.Namespace, extra: Sequence[str] = ()):
+    from roverlite.config import load_config
+
+    return load_config(args.config, overrides=[*extra, *args.overrides])
+
+
+def _data_overrides(path: str | None) -> list[str]:
+    """Turn a DATA argument into config overrides (format from the path: .npz file or folder)."""
+    if path is None:
+        return []
+    fmt = "npz" if str(path).lower().endswith(".npz") else "folder"
+    resolved = str(Path(path).expanduser().resolve())
+    return [f"data.format={fmt}", f"data.path={json.dumps(resolved)}"]  # JSON string = YAML string
+
+
+# === Commands ===
+
+
+def cmd_data_audit(args: argparse.Namespace) -> int:
+    from roverlite.data.audit import run_audit
+
+    cfg = None
+    if args.config is not None or args.overrides or args.path is None:
+        cfg = _config_from_args(args, _data_overrides(args.path))
+    report = run_audit(
+        path=args.path,
+        data_cfg=cfg.data if cfg is not None else None,
+        json_path=args.json,
+        quarantine_path=args.quarantine,
+        min_repeats=args.min_repeats,
+        workers=args.workers,
+        progress=not args.quiet,
+    )
+    print(report.summary_text())
+    if args.json:
+        print(f"\nreport written to {args.json}")
+    return EXIT_FINDINGS if report.has_unusable_samples else 0
+
+
+def _train_overrides(args: argparse.Namespace) -> list[str]:
+    out = _data_overrides(args.data)
+    for flag, key in (("model", "model.name"), ("epochs", "train.epochs"), ("max_images", "data.max_images"),
+                      ("strategy", "train.strategy"), ("batch_size", "train.batch_size")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            out.append(f"{key}={value}")
+    return out
+
+
+def _default_run_dir(cfg) -> Path:
+    import time
+
+    return Path("runs") / cfg.task / f"{cfg.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from roverlite.train.fit import train
+
+    if args.resume and args.out is None:
+        raise ValueError("--resume needs --out DIR naming the run to continue. Received: no --out.")
+    if args.resume and args.config is None:
+        args.config = args.out / "config.yaml"
+    cfg = _config_from_args(args, _train_overrides(args))
+    out = args.out or _default_run_dir(cfg)
+    result = train(cfg, out, resume=args.resume, progress=not args.quiet)
+    _print_iou_table(result.summary)
+    print(f"\nbest val mIoU {result.best_miou:.4f} at epoch {result.best_epoch}; run folder: {result.run_dir}")
+    return 0
+
+
+def _print_iou_table(result: dict) -> None:
+    rows = result.get("per_class_iou", {})
+    width = max([len(k) for k in rows] + [5])
+    for name, iou in rows.items():
+        print(f"  {name:<{width}}  {'  n/a' if iou is None else f'{iou:.4f}'}")
+    miou = result.get("miou")
+    print(f"  {'mIoU':<{width}}  {'  n/a' if miou is None else f'{miou:.4f}'}")
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from roverlite.io import atomic_write_json
+    from roverlite.train.evaluate import evaluate_model
+
+    model = Path(args.model)
+    if args.config is None and model.is_dir() and (model / "config.yaml").is_file():
+        args.config = model / "config.yaml"
+    if args.config is None:
+        raise ValueError(
+            "eval of a Keras model needs --config (or a run folder holding config.yaml). "
+            f"Received: {str(model)!r} without --config."
+        )
+    cfg = _config_from_args(args, _data_overrides(args.data))
+    result = evaluate_model(model, cfg, split=args.split)
+    _print_iou_table(result)
+    if args.json:
+        atomic_write_json(args.json, result)
+        print(f"\nresults written to {args.json}")
+    return 0
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    cfg = _config_from_args(args)
+    sys.stdout.write(cfg.to_yaml())
+    return 0
+
+
+# === Parser ===
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="roverlite",
+        description="Train, compress, export and benchmark segmentation U-Nets for edge devices.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    parser.add_argument("--quiet", "-q", action="store_true", help="warnings and results only")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    data = sub.add_parser("data", help="inspect datasets").add_subparsers(dest="data_command", metavar="ACTION")
+    data.required = True
+    audit = data.add_parser(
+        "audit",
+        help="class shares, unreadable files, size/id errors, duplicates, repeated-mask outliers",
+        description="Audit a dataset. With no PATH and no --config, audits the built-in synthetic "
+        "terrain. With a PATH and no --config, assumes the folder layout (images/ + masks/) and "
+        "ids 0-254 with 255 as ignore.",
+    )
+    audit.add_argument("path", nargs="?", help="dataset folder or AN2DL .npz (default: from --config)")
+    _add_config_options(audit)
+    audit.add_argument("--json", type=Path, help="write the full report as JSON")
+    audit.add_argument("--quarantine", type=Path, help="write the quarantine list (JSON) loaders can honour")
+    audit.add_argument("--min-repeats", type=int, default=None, help="images sharing one mask that make an outlier group")
+    audit.add_argument("--workers", type=int, default=2, help="decoding threads (default 2)")
+    audit.set_defaults(func=cmd_data_audit)
+
+    tr = sub.add_parser("train", help="train a model (teacher or student) into a run folder")
+    _add_config_options(tr)
+    tr.add_argument("--data", help="dataset folder or .npz (overrides data.path)")
+    tr.add_argument("--model", help="registered model name (overrides model.name)")
+    tr.add_argument("--epochs", type=int, help="overrides train.epochs")
+    tr.add_argument("--batch-size", type=int, help="overrides train.batch_size")
+    tr.add_argument("--max-images", type=int, help="cap on images per split (overrides data.max_images)")
+    tr.add_argument("--strategy", choices=["auto", "none", "mirrored", "multiworker"], help="overrides train.strategy")
+    tr.add_argument("--out", type=Path, help="run folder (default: runs/<task>/<model>-<time>)")
+    tr.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    tr.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("eval", help="per-class IoU of a trained model on a split")
+    ev.add_argument("model", help="model.h5 or a run folder")
+    _add_config_options(ev)
+    ev.add_argument("--data", help="dataset folder or .npz (overrides data.path)")
+    ev.add_argument("--split", choices=["val", "train", "all"], default="val", help="'all' ignores splits.json")
+    ev.add_argument("--json", type=Path, help="write miou, per_class_iou and confusion_matrix as JSON")
+    ev.set_defaults(func=cmd_eval)
+
+    config = sub.add_parser("config", help="show configs").add_subparsers(dest="config_command", metavar="ACTION")
+    config.required = True
+    show = config.add_parser("show", help="print the resolved config (after --set overrides) as YAML")
+    _add_config_options(show)
+    show.set_defaults(func=cmd_config_show)
+    return parser
+
+
+def _configure_logging(quiet: bool, debug: bool) -> None:
+    level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname).1s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip() or type(err).__name__
+    return " ".join(text.split())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.quiet, args.debug)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except KeyboardInterrupt:
+        print("roverlite: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, ImportError) as err:
+        if args.debug:
+            raise
+        print(f"roverlite: error: {_one_line(err)}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

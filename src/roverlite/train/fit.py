@@ -1,0 +1,260 @@
+"""Training a model from a config into a run folder, resumable after any interruption.
+
+The run folder holds ``config.yaml`` (resolved), ``splits.json``, ``metrics.jsonl`` (one line per
+finished epoch), ``model.h5`` (best validation mIoU), ``checkpoints/last`` (last finished epoch,
+model + optimiser), ``summary.json``, ``curves.png`` and ``predictions.png``.
+
+Each epoch is one ``model.fit`` call over a dataset shuffled and augmented with a seed derived from
+(train.seed, epoch), so epoch k sees the same batches whether or not the run was resumed before it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from roverlite.config import Config, load_config, to_plain
+from roverlite.io import atomic_write_json, atomic_write_text, ensure_writable_dir
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a finished (or early-stopped) training run produced."""
+
+    run_dir: Path
+    model_path: Path
+    best_miou: float
+    best_epoch: int
+    epochs_run: int
+    summary: dict[str, Any]
+
+
+# === Run-folder bookkeeping ===
+
+
+def _differing_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = sorted(set(a) | set(b))
+        out: list[str] = []
+        for k in keys:
+            out += _differing_keys(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else str(k))
+        return out
+    return [] if a == b else [prefix]
+
+
+# Keys that may change between an interrupted run and its resume without changing the result.
+_RESUMABLE_CHANGES = {"train.epochs", "train.patience"}
+
+
+def _check_resume_config(run_dir: Path, cfg: Config) -> None:
+    saved = load_config(run_dir / "config.yaml")
+    diff = [k for k in _differing_keys(to_plain(saved), to_plain(cfg)) if k not in _RESUMABLE_CHANGES]
+    if diff:
+        raise ValueError(
+            f"Cannot resume {str(run_dir)!r} with a different config. Expected the settings saved in its "
+            f"config.yaml. Received differences in: {', '.join(diff)}."
+        )
+
+
+def _prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, is_chief: bool) -> None:
+    if not is_chief:
+        return
+    ensure_writable_dir(run_dir)
+    if resume:
+        if not (run_dir / "config.yaml").is_file():
+            raise FileNotFoundError(
+                f"Nothing to resume. Expected a run folder with config.yaml. Received: {str(run_dir)!r}."
+            )
+        _check_resume_config(run_dir, cfg)
+    elif (run_dir / "metrics.jsonl").exists() or (run_dir / "checkpoints").exists():
+        raise ValueError(
+            f"Run folder {str(run_dir)!r} already holds a training run. Expected an empty or new folder; "
+            "pass --resume to continue it or choose another --out."
+        )
+    cfg.to_yaml(run_dir / "config.yaml")
+
+
+def _write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
+    atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in history))
+
+
+# === Training ===
+
+
+def _class_pixel_counts(masks: np.ndarray, num_classes: int) -> np.ndarray:
+    counts = np.bincount(masks.reshape(-1), minlength=256)
+    return counts[:num_classes].astype(np.float64)
+
+
+def _build(cfg: Config, steps_per_epoch: int, class_weights: np.ndarray):
+    from roverlite.train.losses import build_loss
+    from roverlite.train.models import create_model
+    from roverlite.train.optim import build_optimizer
+
+    data = cfg.data
+    model = create_model(
+        cfg.model.name,
+        input_shape=(*data.image_size, data.channels),
+        num_classes=data.num_classes,
+        **dict(cfg.model.overrides),
+    )
+    optimizer = build_optimizer(
+        cfg.train.learning_rate, cfg.train.weight_decay, steps_per_epoch, cfg.train.epochs, cfg.train.warmup_epochs
+    )
+    loss = build_loss(
+        cfg.train.loss,
+        num_classes=data.num_classes,
+        ignore_index=data.ignore_index,
+        class_weights=class_weights,
+        focal_gamma=cfg.train.focal_gamma,
+    )
+    model.compile(optimizer=optimizer, loss=loss)
+    return model, optimizer
+
+
+def train(
+    cfg: Config,
+    run_dir: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``cfg.model`` on ``cfg.data`` into ``run_dir``; continue it when ``resume`` is set.
+
+    Example:
+        >>> result = train(load_config("configs/mars.yaml"), "runs/mars-teacher")
+        >>> result.best_miou
+    """
+    from roverlite._tf import keras
+    from roverlite.data.loader import load_split
+    from roverlite.data.pipeline import make_dataset
+    from roverlite.train.checkpoint import TrainState, find_checkpoint, load_checkpoint, save_checkpoint
+    from roverlite.train.distribute import select_precision, select_strategy, worker_role
+    from roverlite.train.losses import class_weights_from_counts
+    from roverlite.train.modelfile import save_model_file
+
+    run_dir = Path(run_dir)
+    role = worker_role()
+    strategy = select_strategy(cfg.train.strategy)  # first: multi-worker needs it before other TF ops
+    precision = select_precision(cfg.train.mixed_precision)
+    _prepare_run_dir(run_dir, cfg, resume, role.is_chief)
+    ckpt_dir = run_dir / "checkpoints" if role.is_chief else run_dir / f".worker-{role.task_index}"
+    keras.utils.set_random_seed(cfg.train.seed)
+
+    train_arrays = load_split(cfg.data, "train", progress=progress)
+    val_arrays = load_split(cfg.data, "val", progress=progress)
+    if role.is_chief:
+        atomic_write_json(run_dir / "splits.json", {"train": train_arrays.ids, "val": val_arrays.ids})
+    counts = _class_pixel_counts(train_arrays.masks, cfg.data.num_classes)
+    class_weights = class_weights_from_counts(counts, cfg.train.class_weighting)
+    log.info(
+        "train %d / val %d images, class weights %s, precision %s, %d replica(s)",
+        len(train_arrays.images), len(val_arrays.images), np.round(class_weights, 3).tolist(),
+        precision, strategy.num_replicas_in_sync,
+    )
+
+    def epoch_dataset(epoch: int):
+        return make_dataset(
+            train_arrays.images, train_arrays.masks, cfg.data, cfg.augment,
+            training=True, batch_size=cfg.train.batch_size, seed=cfg.train.seed * 100_003 + epoch,
+        )
+
+    steps = int(epoch_dataset(0).cardinality())  # counts oversampled images, unlike len(images)
+    with strategy.scope():
+        model, optimizer = _build(cfg, steps, class_weights)
+
+    state = TrainState()
+    found = find_checkpoint(ckpt_dir) if resume else None
+    if found is not None:
+        state = load_checkpoint(found, model, optimizer)
+        log.info("resuming after epoch %d (best val mIoU %.4f at epoch %d)", state.epoch, state.best_miou, state.best_epoch)
+        if role.is_chief:
+            _write_metrics(run_dir, state.history)
+    elif resume:
+        log.warning("no complete checkpoint in %s: starting from epoch 0", ckpt_dir)
+
+    from roverlite.train.evaluate import evaluate_arrays
+    from roverlite.train.progress import EpochProgress
+
+    model_path = run_dir / "model.h5"
+    started = time.perf_counter() - state.train_seconds
+    images_seen = 0
+    fit_seconds = 0.0
+    for epoch in range(state.epoch, cfg.train.epochs):
+        if cfg.train.patience is not None and state.epochs_without_improvement >= cfg.train.patience:
+            log.info("early stop: val mIoU did not improve for %d epochs", cfg.train.patience)
+            break
+        dataset = epoch_dataset(epoch)
+        bar = EpochProgress(epoch, cfg.train.epochs, enabled=progress and role.is_chief)
+        t0 = time.perf_counter()
+        hist = model.fit(dataset, epochs=1, verbose=0, callbacks=[bar])
+        epoch_seconds = time.perf_counter() - t0
+        fit_seconds += epoch_seconds
+        images_seen += bar.images_seen(cfg.train.batch_size)
+        val = evaluate_arrays(model, val_arrays.images, val_arrays.masks, cfg.data, cfg.train.batch_size)
+        bar.close(val["miou"])
+
+        row = {
+            "epoch": epoch + 1,
+            "loss": float(hist.history["loss"][-1]),
+            "val_miou": val["miou"],
+            "val_per_class_iou": val["per_class_iou"],
+            "val_pixel_accuracy": val["pixel_accuracy"],
+            "learning_rate": float(optimizer.learning_rate(optimizer.iterations)) if callable(optimizer.learning_rate) else float(optimizer.learning_rate),
+            "seconds": round(epoch_seconds, 2),
+        }
+        state.history.append(row)
+        state.epoch = epoch + 1
+        miou = val["miou"] if val["miou"] is not None else float("-inf")
+        if miou > state.best_miou:
+            state.best_miou, state.best_epoch, state.epochs_without_improvement = miou, epoch + 1, 0
+            if role.is_chief:
+                save_model_file(model, model_path)
+        else:
+            state.epochs_without_improvement += 1
+        state.train_seconds = time.perf_counter() - started
+        # Checkpoint first, then the metrics file: a kill between them is repaired on resume,
+        # because metrics.jsonl is rewritten from the checkpoint's history.
+        save_checkpoint(ckpt_dir, model, optimizer, state)
+        if role.is_chief:
+            _write_metrics(run_dir, state.history)
+
+    summary: dict[str, Any] = {}
+    if role.is_chief:
+        summary = _finish_run(run_dir, cfg, state, val_arrays, model_path, images_seen, fit_seconds)
+    return TrainResult(run_dir, model_path, state.best_miou, state.best_epoch, state.epoch, summary)
+
+
+def _finish_run(run_dir, cfg, state, val_arrays, model_path, images_seen, fit_seconds) -> dict[str, Any]:
+    from roverlite.report.plots import plot_curves, plot_predictions
+    from roverlite.train.evaluate import evaluate_arrays, predict_masks
+    from roverlite.train.macs import count_macs
+    from roverlite.train.modelfile import load_model_file
+
+    best = load_model_file(model_path)
+    val = evaluate_arrays(best, val_arrays.images, val_arrays.masks, cfg.data, cfg.train.batch_size)
+    cost = count_macs(best)
+    summary = {
+        "model": cfg.model.name,
+        "best_epoch": state.best_epoch,
+        "epochs_run": state.epoch,
+        **val,
+        "params": int(cost.total_params),
+        "macs": int(cost.total_macs),
+        "train_seconds": round(state.train_seconds, 1),
+        "images_per_second": round(images_seen / fit_seconds, 2) if fit_seconds > 0 else None,
+        "model_path": str(model_path),
+    }
+    atomic_write_json(run_dir / "summary.json", summary)
+    plot_curves(state.history, list(cfg.data.classes), run_dir / "curves.png")
+    k = min(6, len(val_arrays.images))
+    pred = predict_masks(best, val_arrays.images[:k], cfg.data)
+    plot_predictions(val_arrays.images[:k], val_arrays.masks[:k], pred, cfg.data, run_dir / "predictions.png")
+    return summary

@@ -1,0 +1,198 @@
+"""Segmentation metrics from a confusion matrix: IoU per class, mIoU, pixel accuracy.
+
+NumPy only: the device runtime scores predictions with this module on a robot that has no
+TensorFlow, so nothing here may import it.
+
+Conventions:
+    * The confusion matrix is ``(K, K)`` int64, rows = truth, columns = prediction.
+    * Pixels whose truth is ``ignore_index``, negative or ``>= K`` are left out entirely.
+    * A prediction outside ``[0, K)`` on a counted pixel raises ``ValueError``: it cannot be
+      placed in a ``(K, K)`` matrix, and dropping it silently would shrink the truth row and
+      inflate that class's IoU. Predictions come from an argmax over ``K`` logits, so an
+      out-of-range id means a bug (wrong ``num_classes`` or an unmapped label), not a miss.
+    * A class absent from both truth and prediction has IoU ``NaN`` and is left out of mIoU;
+      a class that is only predicted (never true) has IoU 0.
+
+Example:
+    >>> stream = StreamingConfusion(num_classes=4, ignore_index=255)
+    >>> for masks, preds in batches:  # doctest: +SKIP
+    ...     stream.update(masks, preds)
+    >>> stream.result(("soil", "bedrock", "sand", "big_rock"))["miou"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = [
+    "confusion_matrix",
+    "iou_per_class",
+    "mean_iou",
+    "pixel_accuracy",
+    "class_iou_dict",
+    "StreamingConfusion",
+]
+
+
+def _as_labels(values: Any, what: str) -> np.ndarray:
+    array = np.asarray(values)
+    if array.dtype.kind not in "biu":
+        raise ValueError(f"Expected integer class ids for {what}. Received: dtype={array.dtype}.")
+    return array.reshape(-1).astype(np.int64, copy=False)
+
+
+def confusion_matrix(
+    y_true: Any, y_pred: Any, num_classes: int, ignore_index: int | None = None
+) -> np.ndarray:
+    """Count (truth, prediction) pairs over all counted pixels.
+
+    Args:
+        y_true: integer class ids of any shape (e.g. ``(B, H, W)``).
+        y_pred: integer class ids of the same shape (e.g. ``logits.argmax(-1)``).
+        num_classes: ``K``.
+        ignore_index: truth label excluded from the counts (``None`` = none).
+
+    Returns:
+        ``(K, K)`` int64 matrix, rows = truth, columns = prediction.
+
+    Raises:
+        ValueError: on mismatched shapes, non-integer inputs, or a prediction outside
+            ``[0, K)`` on a counted pixel.
+    """
+    if int(num_classes) < 1:
+        raise ValueError(f"Expected num_classes >= 1. Received: num_classes={num_classes}.")
+    k = int(num_classes)
+    t_shape, p_shape = np.shape(y_true), np.shape(y_pred)
+    if t_shape != p_shape:
+        raise ValueError(
+            f"Expected y_true and y_pred of the same shape. Received: {t_shape} and {p_shape}."
+        )
+    t = _as_labels(y_true, "y_true")
+    p = _as_labels(y_pred, "y_pred")
+    valid = (t >= 0) & (t < k)
+    if ignore_index is not None:
+        valid &= t != ignore_index
+    if not valid.all():
+        t, p = t[valid], p[valid]
+    if p.size and (p.min() < 0 or p.max() >= k):
+        bad = p[(p < 0) | (p >= k)]
+        raise ValueError(
+            f"Expected predictions in [0, {k}). Received: {bad.size} out-of-range predictions, "
+            f"e.g. {int(bad[0])}."
+        )
+    # One bincount over a flattened (truth, prediction) index is far faster than np.add.at.
+    return np.bincount(k * t + p, minlength=k * k).reshape(k, k).astype(np.int64, copy=False)
+
+
+def iou_per_class(cm: np.ndarray) -> np.ndarray:
+    """Intersection over union per class: ``TP / (TP + FP + FN)``.
+
+    Returns:
+        float64 array of length ``K``; ``NaN`` where a class is absent from both truth and
+        prediction (its IoU is undefined, not 0 or 1).
+    """
+    cm = _check_cm(cm)
+    tp = np.diag(cm).astype(np.float64)
+    union = cm.sum(axis=0) + cm.sum(axis=1) - np.diag(cm)
+    iou = np.full(cm.shape[0], np.nan)
+    np.divide(tp, union, out=iou, where=union > 0)
+    return iou
+
+
+def mean_iou(cm: np.ndarray, class_ids: Sequence[int] | None = None) -> float:
+    """Mean IoU over ``class_ids`` (default all), skipping classes whose IoU is NaN.
+
+    Returns ``NaN`` when every selected class is NaN (nothing to score).
+    """
+    iou = iou_per_class(cm)
+    if class_ids is not None:
+        ids = [int(i) for i in class_ids]
+        bad = [i for i in ids if not 0 <= i < iou.size]
+        if bad:
+            raise ValueError(f"Expected class ids in [0, {iou.size}). Received: class_ids={ids}.")
+        iou = iou[ids]
+    iou = iou[~np.isnan(iou)]
+    return float(iou.mean()) if iou.size else math.nan
+
+
+def pixel_accuracy(cm: np.ndarray) -> float:
+    """Fraction of counted pixels predicted correctly (``NaN`` when none were counted)."""
+    cm = _check_cm(cm)
+    total = cm.sum()
+    return float(np.trace(cm) / total) if total else math.nan
+
+
+def class_iou_dict(cm: np.ndarray, class_names: Sequence[str]) -> dict[str, float]:
+    """``{class_name: IoU}`` in class-id order; absent classes keep ``NaN``."""
+    iou = iou_per_class(cm)
+    if len(class_names) != iou.size:
+        raise ValueError(
+            f"Expected {iou.size} class names for a {iou.size}x{iou.size} confusion matrix. "
+            f"Received: {len(class_names)} names {list(class_names)}."
+        )
+    return {str(name): float(v) for name, v in zip(class_names, iou)}
+
+
+def _check_cm(cm: Any) -> np.ndarray:
+    cm = np.asarray(cm)
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
+        raise ValueError(f"Expected a square (K, K) confusion matrix. Received: shape={cm.shape}.")
+    return cm
+
+
+def _json_float(value: float) -> float | None:
+    return None if math.isnan(value) else float(value)
+
+
+class StreamingConfusion:
+    """Accumulates a confusion matrix over batches, so a whole split never sits in memory.
+
+    Args:
+        num_classes: ``K``.
+        ignore_index: truth label excluded from the counts (``None`` = none).
+    """
+
+    def __init__(self, num_classes: int, ignore_index: int | None = None) -> None:
+        if int(num_classes) < 1:
+            raise ValueError(f"Expected num_classes >= 1. Received: num_classes={num_classes}.")
+        self.num_classes = int(num_classes)
+        self.ignore_index = ignore_index
+        self._cm = np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
+
+    def update(self, y_true: Any, y_pred: Any) -> None:
+        """Add one batch of integer truth and predicted ids (same shape)."""
+        self._cm += confusion_matrix(y_true, y_pred, self.num_classes, self.ignore_index)
+
+    def reset(self) -> None:
+        self._cm[:] = 0
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """A copy of the accumulated ``(K, K)`` matrix (rows = truth, columns = prediction)."""
+        return self._cm.copy()
+
+    def result(
+        self, class_names: Sequence[str] | None = None, eval_ids: Sequence[int] | None = None
+    ) -> dict[str, Any]:
+        """JSON-ready summary; ``NaN`` values become ``None``.
+
+        Args:
+            class_names: one name per class (default ``"0"``, ``"1"``, ...).
+            eval_ids: classes averaged into ``miou`` (default all), e.g. ``(1, 2, 3, 4)`` for
+                AN2DL, whose class 0 is background.
+
+        Returns:
+            ``{"miou", "per_class_iou": {name: iou}, "pixel_accuracy", "confusion_matrix"}``,
+            with the matrix as nested lists of ints.
+        """
+        names = [str(i) for i in range(self.num_classes)] if class_names is None else class_names
+        per_class = class_iou_dict(self._cm, names)
+        return {
+            "miou": _json_float(mean_iou(self._cm, eval_ids)),
+            "per_class_iou": {name: _json_float(v) for name, v in per_class.items()},
+            "pixel_accuracy": _json_float(pixel_accuracy(self._cm)),
+            "confusion_matrix": self._cm.tolist(),
+        }

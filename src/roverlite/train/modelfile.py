@@ -1,0 +1,59 @@
+"""Saving and loading Keras model files safely and atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from roverlite._tf import keras
+
+# Layers whose saved config carries Python bytecode; loading them would execute it. (TFOpLambda
+# stores only the name of a TensorFlow op, resolved from TensorFlow itself, so it is safe.)
+_CODE_LAYERS = ("Lambda",)
+
+
+def save_model_file(model, path: str | Path) -> Path:
+    """Save ``model`` as HDF5 via a temporary file renamed into place (never half-written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".h5")
+    os.close(fd)
+    try:
+        model.save(tmp, include_optimizer=False, save_format="h5")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _code_layers_in(path: Path) -> list[str]:
+    import h5py
+
+    with h5py.File(path, "r") as fh:
+        raw = fh.attrs.get("model_config")
+    if raw is None:
+        raise ValueError(f"Not a Keras model file. Expected an HDF5 file with a model_config. Received: {str(path)!r}.")
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8")
+    config = json.loads(raw)
+    layers = config.get("config", {}).get("layers", [])
+    return [f"{layer.get('name')} ({layer.get('class_name')})" for layer in layers if layer.get("class_name") in _CODE_LAYERS]
+
+
+def load_model_file(path: str | Path):
+    """Load a ``.h5`` model without compiling it; refuse files that would run stored Python code."""
+    path = Path(path)
+    try:
+        risky = _code_layers_in(path)
+    except OSError as err:
+        raise ValueError(f"Cannot read model file {str(path)!r}. Expected a Keras HDF5 file. Received: {err}.") from None
+    if risky:
+        raise ValueError(
+            f"Refusing to load {str(path)!r}: it contains layers that execute stored Python code: {risky}. "
+            "Expected a model built from roverlite's registry."
+        )
+    return keras.models.load_model(path, compile=False)

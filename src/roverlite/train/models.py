@@ -1,0 +1,291 @@
+"""U-Net model registry and factory (timm-style).
+
+Each preset is a tiny registered function that returns the keyword arguments of
+:func:`build_unet`; the registry maps names to those functions and nothing else, so a preset's
+recipe can be listed, overridden and saved beside an artifact without building the model.
+
+Example:
+    >>> model = create_model("unet_s", input_shape=(128, 128, 1), num_classes=4)
+    >>> model.output_shape
+    (None, 128, 128, 4)
+    >>> list_models("unet_x*")
+    ['unet_xs', 'unet_xxs']
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import inspect
+import logging
+from typing import Any, Callable, Sequence
+
+from roverlite._tf import keras
+from roverlite.config import did_you_mean
+from roverlite.train import blocks
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["register_model", "create_model", "list_models", "model_args", "build_unet"]
+
+PresetFn = Callable[[], dict[str, Any]]
+
+_MODELS: dict[str, PresetFn] = {}
+
+# Widths double per level up to 16x the base: deeper levels work at 1/256 of the pixels or
+# fewer, and further doubling would add parameters much faster than accuracy.
+_MAX_MULTIPLIER = 16
+
+
+# === Builder ===
+
+
+def build_unet(
+    input_shape: Sequence[int] = (128, 128, 1),
+    num_classes: int = 4,
+    depth: int = 4,
+    base_width: int = 16,
+    width_multipliers: Sequence[float] | None = None,
+    norm: str = "batch",
+    activation: str = "relu",
+    decoder: str = "transpose",
+    residual: bool = False,
+    squeeze_excite: bool = False,
+    attention_gates: bool = False,
+    aspp: bool = False,
+    aspp_rates: Sequence[int] = (2, 4),
+    convs_per_block: int = 2,
+    dropout: float = 0.0,
+    batch_size: int | None = None,
+    name: str = "unet",
+) -> keras.Model:
+    """Build a U-Net that maps an image to per-pixel class logits.
+
+    Args:
+        input_shape: ``(height, width, channels)``; height and width divisible by ``2**depth``.
+        num_classes: output channels (logits, no softmax).
+        depth: number of 2x downsamplings (encoder levels below the bottleneck).
+        base_width: channels at full resolution.
+        width_multipliers: ``depth + 1`` multipliers of ``base_width``, one per level, the
+            bottleneck last. Default: doubling per level, capped at 16x.
+        norm: ``"batch"`` (folded into the conv at export, so free on the device) or ``"none"``.
+        activation: ``"relu"`` or ``"relu6"`` (both fuse into CONV_2D and suit int8 and
+            TFLite-Micro) or ``"swish"`` (float only: LOGISTIC + MUL in int8, not for micro).
+        decoder: ``"transpose"`` (2x2 stride-2 Conv2DTranspose) or ``"nearest"`` (1x1 conv then
+            nearest UpSampling2D). Both export to int8 TFLite and TFLite-Micro.
+        residual: use ResNet basic blocks (Add + 1x1 projection where channels change).
+        squeeze_excite: add SE channel gating to every block (uses Multiply: no TFMOT QAT).
+        attention_gates: gate every skip connection (uses Multiply: no TFMOT QAT).
+        aspp: add atrous spatial pyramid pooling after the bottleneck block.
+        aspp_rates: dilation rates of the ASPP 3x3 branches.
+        convs_per_block: 3x3 convolutions per encoder and decoder block.
+        dropout: SpatialDropout2D rate after the bottleneck (0 = none).
+        batch_size: fixed batch size of the input (``None`` = any; 1 for TFLite-Micro export).
+        name: model name.
+
+    Returns:
+        A tf_keras functional model with output ``(batch, height, width, num_classes)`` in
+        float32, also under a mixed-precision policy.
+
+    Raises:
+        ValueError: for an invalid argument or an input size not divisible by ``2**depth``.
+    """
+    widths = _level_widths(depth, base_width, width_multipliers)
+    _check_args(input_shape, num_classes, depth, norm, activation, decoder, convs_per_block, dropout, aspp_rates)
+    block = dict(convs=int(convs_per_block), norm=norm, act=activation, residual=residual, se=squeeze_excite)
+
+    inputs = keras.Input(shape=tuple(int(s) for s in input_shape), batch_size=batch_size, name="image")
+    x, skips = inputs, []
+    for level in range(depth):
+        x = blocks.conv_block(x, widths[level], f"enc{level}", **block)
+        skips.append(x)
+        x = keras.layers.MaxPooling2D(2, name=f"enc{level}_pool")(x)
+    x = blocks.conv_block(x, widths[depth], "bottleneck", **block)
+    if aspp:
+        x = blocks.aspp(x, widths[depth], "aspp", rates=aspp_rates, norm=norm, act=activation)
+    if dropout > 0:
+        x = keras.layers.SpatialDropout2D(dropout, name="bottleneck_dropout")(x)
+    for level in reversed(range(depth)):
+        x = blocks.upsample(x, widths[level], f"dec{level}_up", decoder=decoder)
+        skip = skips[level]
+        if attention_gates:
+            skip = blocks.attention_gate(skip, x, f"dec{level}_gate")
+        x = keras.layers.Concatenate(name=f"dec{level}_concat")([x, skip])
+        x = blocks.conv_block(x, widths[level], f"dec{level}", **block)
+    # float32 so logits (and the loss computed from them) stay float32 under mixed precision.
+    outputs = keras.layers.Conv2D(num_classes, 1, dtype="float32", name="logits")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def _level_widths(depth: int, base_width: int, multipliers: Sequence[float] | None) -> list[int]:
+    if int(depth) < 1:
+        raise ValueError(f"Expected depth >= 1. Received: depth={depth}.")
+    if int(base_width) < 1:
+        raise ValueError(f"Expected base_width >= 1. Received: base_width={base_width}.")
+    if multipliers is None:
+        multipliers = [min(2**level, _MAX_MULTIPLIER) for level in range(depth + 1)]
+    if len(multipliers) != depth + 1 or any(m <= 0 for m in multipliers):
+        raise ValueError(
+            f"Expected {depth + 1} positive width_multipliers (one per level plus the bottleneck) "
+            f"for depth={depth}. Received: width_multipliers={list(multipliers)}."
+        )
+    return [max(1, round(base_width * m)) for m in multipliers]
+
+
+def _check_args(input_shape, num_classes, depth, norm, activation, decoder, convs, dropout, rates) -> None:
+    for value, options, key in (
+        (norm, blocks.NORMS, "norm"),
+        (activation, blocks.ACTIVATIONS, "activation"),
+        (decoder, blocks.DECODERS, "decoder"),
+    ):
+        if value not in options:
+            raise ValueError(
+                f"Expected {key} in {options}. Received: {key}={value!r}." + did_you_mean(value, options)
+            )
+    if len(input_shape) != 3:
+        raise ValueError(f"Expected input_shape=(height, width, channels). Received: input_shape={input_shape}.")
+    shape = tuple(int(s) for s in input_shape)
+    factor = 2**depth
+    if shape[0] % factor or shape[1] % factor or min(shape) < 1:
+        raise ValueError(
+            f"Expected height and width divisible by 2**depth={factor}. Received: input_shape={shape}."
+        )
+    if int(num_classes) < 1:
+        raise ValueError(f"Expected num_classes >= 1. Received: num_classes={num_classes}.")
+    if int(convs) < 1:
+        raise ValueError(f"Expected convs_per_block >= 1. Received: convs_per_block={convs}.")
+    if not 0.0 <= float(dropout) < 1.0:
+        raise ValueError(f"Expected dropout in [0, 1). Received: dropout={dropout}.")
+    if any(int(r) < 1 for r in rates):
+        raise ValueError(f"Expected aspp_rates >= 1. Received: aspp_rates={list(rates)}.")
+
+
+# Keys a preset or an override may set: build_unet's arguments minus those create_model owns.
+_FACTORY_ARGS = ("input_shape", "num_classes", "batch_size", "name")
+_BUILD_KEYS = tuple(k for k in inspect.signature(build_unet).parameters if k not in _FACTORY_ARGS)
+
+
+# === Registry ===
+
+
+def register_model(fn: PresetFn) -> PresetFn:
+    """Register a preset: a function named after the model that returns build_unet kwargs."""
+    if fn.__name__ in _MODELS:
+        raise ValueError(f"Expected a new model name. Received: {fn.__name__!r}, already registered.")
+    _MODELS[fn.__name__] = fn
+    return fn
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Sorted registered model names, optionally filtered by a shell-style ``pattern``."""
+    names = sorted(_MODELS)
+    return [n for n in names if fnmatch.fnmatchcase(n, pattern)] if pattern else names
+
+
+def model_args(name: str, **overrides: Any) -> dict[str, Any]:
+    """The build_unet keyword arguments of preset ``name`` with ``overrides`` applied.
+
+    Raises:
+        ValueError: for an unknown model name or override key (with the closest valid names).
+    """
+    if name not in _MODELS:
+        close = difflib.get_close_matches(name, list(_MODELS), n=3, cutoff=0.4)
+        hint = f" Closest: {', '.join(close)}." if close else ""
+        raise ValueError(
+            f"Unknown model. Expected one of {list_models()}. Received: name={name!r}.{hint}"
+        )
+    for key in overrides:
+        if key not in _BUILD_KEYS:
+            raise ValueError(
+                f"Unknown override for model {name!r}. Expected one of {list(_BUILD_KEYS)}. "
+                f"Received: {key}={overrides[key]!r}." + did_you_mean(key, _BUILD_KEYS)
+            )
+    return {**_MODELS[name](), **overrides}
+
+
+def create_model(
+    name: str,
+    input_shape: Sequence[int] = (128, 128, 1),
+    num_classes: int = 4,
+    batch_size: int | None = None,
+    **overrides: Any,
+) -> keras.Model:
+    """Build registered model ``name``, overriding any of its preset arguments.
+
+    Args:
+        name: a name from :func:`list_models`.
+        input_shape: ``(height, width, channels)``.
+        num_classes: number of output logits per pixel.
+        batch_size: fixed input batch size (``None`` = any).
+        **overrides: any :func:`build_unet` argument, e.g. ``base_width=8``.
+
+    Returns:
+        A tf_keras functional model named ``name`` that outputs float32 logits.
+
+    Raises:
+        ValueError: for an unknown name or override, or invalid arguments.
+
+    Example:
+        >>> model = create_model("unet_xs", input_shape=(64, 64, 1), num_classes=4, base_width=4)
+        >>> model.output_shape
+        (None, 64, 64, 4)
+    """
+    kwargs = model_args(name, **overrides)
+    logger.debug("Building %s with %s", name, kwargs)
+    return build_unet(input_shape, num_classes, batch_size=batch_size, name=name, **kwargs)
+
+
+# === Presets ===
+# Costs at 128x128x1 -> 4 classes are in the README table; tests check the MAC ladder.
+
+
+@register_model
+def unet_teacher() -> dict[str, Any]:
+    """Teacher: residual blocks and ASPP on a width-24 U-Net.
+
+    Sized for two CPU cores: the plain width-32 U-Net (3 GMAC) would fit only ~8 epochs of
+    AI4Mars in 90 minutes, so width 24 with residual blocks (better optimisation) and ASPP (context
+    for rare big rocks) buys accuracy for less compute. No SE or attention gates, so TFMOT QAT
+    still applies.
+    """
+    return dict(depth=4, base_width=24, residual=True, aspp=True, dropout=0.1)
+
+
+@register_model
+def unet_s() -> dict[str, Any]:
+    """Student S: the plain width-16 U-Net of the NOTES latency table (1.95 M params, 0.754 GMAC)."""
+    return dict(depth=4, base_width=16)
+
+
+@register_model
+def unet_xs() -> dict[str, Any]:
+    """Student XS: plain width-8 U-Net (about a quarter of S's MACs)."""
+    return dict(depth=4, base_width=8)
+
+
+@register_model
+def unet_xxs() -> dict[str, Any]:
+    """Student XXS: width 4 with one conv per block; MAC-tiny, per-op overhead dominates."""
+    return dict(depth=4, base_width=4, convs_per_block=1)
+
+
+@register_model
+def unet_micro() -> dict[str, Any]:
+    """TFLite-Micro student: int8 ops CONV_2D, MAX_POOL_2D, CONCATENATION, TRANSPOSE_CONV only.
+
+    Depth 3 and width 4 keep the tensor arena small at 128x128 (the full-resolution skip plus the
+    concatenation dominate it); BatchNorm folds and ReLU fuses into CONV_2D.
+    """
+    return dict(depth=3, base_width=4, decoder="transpose", activation="relu")
+
+
+@register_model
+def unet_tiny() -> dict[str, Any]:
+    """Unit-test model: depth 2, width 4, transpose decoder."""
+    return dict(depth=2, base_width=4)
+
+
+@register_model
+def unet_tiny_nearest() -> dict[str, Any]:
+    """Unit-test model: depth 2, width 4, nearest-neighbour decoder."""
+    return dict(depth=2, base_width=4, decoder="nearest")
