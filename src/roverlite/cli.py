@@ -203,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _configure_logging(quiet: bool, debug: bool) -> None:
     level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname).1s %(name)s: %(message)s", stream=sys.stderr)
+    # TensorFlow's own loggers are chatty at INFO; keep them to warnings unless debugging.
+    for name in ("absl", "tensorflow", "h5py"):
+        logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.WARNING)
 
 
 def _one_line(err: BaseException) -> str:

@@ -144,12 +144,14 @@ def train(
     role = worker_role()
     strategy = select_strategy(cfg.train.strategy)  # first: multi-worker needs it before other TF ops
     precision = select_precision(cfg.train.mixed_precision)
+    if role.is_chief:
+        ensure_writable_dir(run_dir)  # fail before spending minutes on loading
+    # Data is loaded and validated before the run folder gets anything: a bad file leaves no run behind.
+    train_arrays = load_split(cfg.data, "train", progress=progress)
+    val_arrays = load_split(cfg.data, "val", progress=progress)
     _prepare_run_dir(run_dir, cfg, resume, role.is_chief)
     ckpt_dir = run_dir / "checkpoints" if role.is_chief else run_dir / f".worker-{role.task_index}"
     keras.utils.set_random_seed(cfg.train.seed)
-
-    train_arrays = load_split(cfg.data, "train", progress=progress)
-    val_arrays = load_split(cfg.data, "val", progress=progress)
     if role.is_chief:
         atomic_write_json(run_dir / "splits.json", {"train": train_arrays.ids, "val": val_arrays.ids})
     counts = _class_pixel_counts(train_arrays.masks, cfg.data.num_classes)
@@ -246,8 +248,8 @@ def _finish_run(run_dir, cfg, state, val_arrays, model_path, images_seen, fit_se
         "best_epoch": state.best_epoch,
         "epochs_run": state.epoch,
         **val,
-        "params": int(cost.total_params),
-        "macs": int(cost.total_macs),
+        "params": int(cost.params),
+        "macs": int(cost.macs),
         "train_seconds": round(state.train_seconds, 1),
         "images_per_second": round(images_seen / fit_seconds, 2) if fit_seconds > 0 else None,
         "model_path": str(model_path),

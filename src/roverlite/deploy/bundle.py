@@ -1,0 +1,252 @@
+"""Device bundles: one folder (or ``.tar.gz``) that runs an artifact on a robot with no roverlite install.
+
+A bundle holds::
+
+    <artifact>  <artifact>.json     the verified artifact and its sidecar
+    testpack.npz                    images, masks, ids (read with allow_pickle=False)
+    requirements-device.txt         numpy, ai-edge-litert, onnxruntime pinned to this machine's versions
+    run.py                          scores the test pack and times the model (python run.py --threads 2)
+    roverlite/                      a copy of roverlite.deploy plus the two numpy-only modules it uses
+    bundle.json                     manifest: artifact, test pack, sha256 of every file
+
+:func:`unpack_bundle` checks every member before extracting anything and refuses absolute paths,
+``..`` components, device files and links that point outside the destination, so a tampered
+archive cannot write outside the folder it is unpacked into.
+
+Example:
+    >>> make_bundle("exports/unet_xs_int8.tflite", "unet_xs_int8.tar.gz", images, masks, ids)  # doctest: +SKIP
+    >>> # on the robot:  python -c "from roverlite.deploy.bundle import unpack_bundle; ..."
+    >>> # or simply:     mkdir b && tar -xzf unet_xs_int8.tar.gz -C b && python b/run.py
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import posixpath
+import shutil
+import tarfile
+import tempfile
+from importlib import metadata
+from pathlib import Path, PurePosixPath
+from typing import Sequence
+
+import numpy as np
+
+from roverlite.deploy.sidecar import load_verified, sidecar_path
+
+__all__ = ["make_bundle", "unpack_bundle", "DEVICE_REQUIREMENTS", "BUNDLE_SCHEMA_VERSION"]
+
+logger = logging.getLogger(__name__)
+
+BUNDLE_SCHEMA_VERSION = 1
+DEVICE_REQUIREMENTS = ("numpy", "ai-edge-litert", "onnxruntime")
+_ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
+# Paths inside the roverlite package copied into a bundle: the deploy package and what it imports.
+_VENDORED_MODULES = ("io.py", "train/metrics.py")
+_PACKAGE_STUB = '"""roverlite (device subset copied into a bundle by roverlite.deploy.make_bundle)."""\n'
+
+
+# === Making ===
+
+
+def make_bundle(
+    artifact: str | os.PathLike,
+    out: str | os.PathLike,
+    testpack_images: np.ndarray,
+    testpack_masks: np.ndarray,
+    ids: Sequence[str] | None = None,
+) -> Path:
+    """Write a self-contained device bundle for ``artifact``.
+
+    Args:
+        artifact: a ``.tflite`` / ``.onnx`` file with its sidecar (its sha256 is verified first).
+        out: a folder that does not exist yet (or is empty), or a path ending in ``.tar.gz``/``.tgz``.
+        testpack_images: uint8 images (N, H, W[, C]) for the test pack.
+        testpack_masks: uint8 masks (N, H, W).
+        ids: one id per image (default ``"0"``, ``"1"``, ...).
+
+    Returns:
+        The bundle folder or archive path.
+
+    Raises:
+        FileExistsError: ``out`` exists (a non-empty folder or any file).
+        ValueError: artifact refused by its sidecar, or an inconsistent test pack.
+    """
+    from roverlite.deploy.evaluate import save_testpack
+
+    artifact, out = Path(artifact), Path(out)
+    sidecar, content = load_verified(artifact)
+    is_archive = out.name.lower().endswith(_ARCHIVE_SUFFIXES)
+    if (is_archive and out.exists()) or (out.is_dir() and any(out.iterdir())) or out.is_file():
+        raise FileExistsError(f"Bundle output exists. Expected a new path (or an empty folder). Received: {str(out)!r}.")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        staging.chmod(0o755)  # mkdtemp makes it private; the bundle is meant to be shared
+        (staging / artifact.name).write_bytes(content)
+        shutil.copyfile(sidecar_path(artifact), staging / sidecar_path(artifact).name)
+        save_testpack(staging / "testpack.npz", testpack_images, testpack_masks, ids)
+        (staging / "requirements-device.txt").write_text(_requirements_text())
+        shutil.copyfile(Path(__file__).with_name("_bundle_run.py"), staging / "run.py")
+        _copy_deploy_package(staging)
+        _write_manifest(staging, artifact.name, sidecar.format, sidecar.runtime)
+        if is_archive:
+            _write_archive(staging, out)
+            shutil.rmtree(staging)
+        else:
+            os.replace(staging, out)  # atomic: the bundle folder appears complete or not at all
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    logger.info("bundle written to %s (%s, %d test images)", out, sidecar.format, len(testpack_images))
+    return out
+
+
+def _requirements_text() -> str:
+    lines = ["# Device runtime for this bundle, pinned to the versions it was exported and checked with."]
+    for name in DEVICE_REQUIREMENTS:
+        try:
+            lines.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            lines.append(name)  # not installed where the bundle was made: leave the choice to the device
+    return "\n".join(lines) + "\n"
+
+
+def _copy_deploy_package(staging: Path) -> None:
+    package_root = Path(__file__).resolve().parent.parent  # .../roverlite
+    target = staging / "roverlite"
+    (target / "deploy").mkdir(parents=True)
+    (target / "train").mkdir()
+    (target / "__init__.py").write_text(_PACKAGE_STUB)
+    (target / "train" / "__init__.py").write_text("")
+    for source in sorted((package_root / "deploy").glob("*.py")):
+        shutil.copyfile(source, target / "deploy" / source.name)
+    for relative in _VENDORED_MODULES:
+        shutil.copyfile(package_root / relative, target / relative)
+
+
+def _write_manifest(staging: Path, artifact_name: str, fmt: str, runtime: str) -> None:
+    files = {
+        path.relative_to(staging).as_posix(): _sha256_file(path)
+        for path in sorted(staging.rglob("*"))
+        if path.is_file()
+    }
+    manifest = {
+        "schema_version": BUNDLE_SCHEMA_VERSION,
+        "artifact": artifact_name,
+        "sidecar": sidecar_path(artifact_name).name,
+        "testpack": "testpack.npz",
+        "format": fmt,
+        "runtime": runtime,
+        "files": files,
+    }
+    (staging / "bundle.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def _write_archive(staging: Path, out: Path) -> None:
+    def normalise(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        return info
+
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            with tarfile.open(fileobj=fh, mode="w:gz") as tar:
+                for path in sorted(staging.rglob("*")):
+                    tar.add(path, arcname=path.relative_to(staging).as_posix(), recursive=False, filter=normalise)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# === Unpacking ===
+
+
+def unpack_bundle(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """Extract a bundle archive into ``dest`` after checking every member.
+
+    Nothing is extracted when any member is unsafe: an absolute path, a ``..`` component, a
+    device file or FIFO, or a symbolic or hard link whose target lies outside ``dest``.
+
+    Returns:
+        ``dest``.
+
+    Raises:
+        FileNotFoundError: no such archive.
+        ValueError: not a tar archive, or an unsafe member (named in the message).
+    """
+    archive, dest = Path(archive), Path(dest)
+    if not archive.is_file():
+        raise FileNotFoundError(f"Bundle archive not found. Expected a .tar.gz file. Received: {str(archive)!r}.")
+    try:
+        tar = tarfile.open(archive, "r:*")
+    except (tarfile.TarError, OSError) as err:
+        raise ValueError(f"Cannot read bundle {str(archive)!r}. Expected a tar archive. Received: {err}.") from None
+    with tar:
+        try:
+            members = tar.getmembers()
+        except (tarfile.TarError, OSError, EOFError) as err:
+            raise ValueError(f"Cannot read bundle {str(archive)!r}. Expected a complete tar archive. Received: {err}.") from None
+        for member in members:
+            problem = _unsafe_member(member)
+            if problem:
+                raise ValueError(
+                    f"Refusing to unpack {str(archive)!r}: member {member.name!r} {problem}. "
+                    "Expected relative paths and links that stay inside the destination."
+                )
+        dest.mkdir(parents=True, exist_ok=True)
+        if hasattr(tarfile, "data_filter"):
+            # Defence in depth: Python's own 'data' filter re-checks paths, links and modes.
+            tar.extractall(dest, members=members, filter="data")
+        else:  # Python < 3.11.4: the checks above are the guard
+            tar.extractall(dest, members=members)
+    return dest
+
+
+def _unsafe_member(member: tarfile.TarInfo) -> str | None:
+    """Why ``member`` may not be extracted, or None when it is safe."""
+    problem = _unsafe_path(member.name)
+    if problem:
+        return problem
+    if not (member.isreg() or member.isdir() or member.issym() or member.islnk()):
+        return "is a device file or FIFO"
+    if member.issym():
+        if _is_absolute(member.linkname):
+            return f"is a symbolic link to the absolute path {member.linkname!r}"
+        target = posixpath.normpath(posixpath.join(posixpath.dirname(member.name), member.linkname))
+        if target == ".." or target.startswith("../"):
+            return f"is a symbolic link escaping the destination (to {member.linkname!r})"
+    if member.islnk():
+        problem = _unsafe_path(member.linkname)
+        if problem:
+            return f"is a hard link whose target {member.linkname!r} {problem}"
+    return None
+
+
+def _unsafe_path(name: str) -> str | None:
+    if not name or _is_absolute(name):
+        return "has an absolute (or empty) path"
+    if ".." in PurePosixPath(name.replace("\\", "/")).parts:
+        return "has a '..' path component"
+    return None
+
+
+def _is_absolute(name: str) -> bool:
+    # Windows drive letters too: an archive may be made on one system and unpacked on another.
+    return name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":")

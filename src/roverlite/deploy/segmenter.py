@@ -1,0 +1,217 @@
+"""``Segmenter``: an image in, a class mask out, preprocessed exactly as in training.
+
+The artifact's sidecar supplies everything: input size and channels, normalisation, quantization,
+classes and colours. ``predict`` resizes the image to the model's size (Pillow-compatible
+bilinear, :mod:`roverlite.deploy.resize`), normalises it, runs the model, takes the argmax and
+resizes the mask back to the image's size (nearest).
+
+Accepted images: ``(H, W)``, ``(H, W, 1)`` or ``(H, W, 3)``, uint8 pixels, or any integer or float
+array on the same 0..255 scale (floats must be finite and inside 0..255; a 0..1 float image is
+not guessed at). Channel rule, as in the training loader:
+
+* grayscale model, 3-channel image: accepted when its channels differ by at most the sidecar's
+  ``gray_tolerance`` levels at every pixel (gray JPEGs decode as three equal channels), then
+  converted with Pillow's luma; a colour image is refused.
+* RGB model, 1-channel image: replicated to three channels only when the sidecar sets
+  ``allow_gray_to_rgb``; refused otherwise (a colour model fed gray pixels is out of distribution).
+* any other channel count (2, 4 = RGBA, ...): refused.
+
+Example:
+    >>> seg = Segmenter("exports/unet_xs_int8.tflite", threads=2)  # doctest: +SKIP
+    >>> mask = seg.predict(frame)                                   # (H, W) uint8 class ids
+    >>> Image.fromarray(seg.overlay(frame, mask)).save("overlay.png")
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from roverlite.deploy.resize import gray_to_rgb, resize_bilinear, resize_nearest, rgb_to_gray
+from roverlite.deploy.runtime import Runner, load_runner
+from roverlite.deploy.sidecar import Sidecar, load_verified
+
+__all__ = ["Segmenter", "overlay"]
+
+
+class Segmenter:
+    """Semantic segmentation with a verified artifact.
+
+    Args:
+        artifact_path: a ``.tflite`` or ``.onnx`` file with its ``<file>.json`` sidecar beside it.
+        threads: CPU threads for the runtime (``None`` = runtime default).
+        providers: ONNX Runtime providers in priority order (``None`` = TensorRT, CUDA, CPU as
+            available).
+
+    Raises:
+        FileNotFoundError: artifact or sidecar missing.
+        ValueError: invalid sidecar, sha256 mismatch, damaged model, or a model whose tensors do
+            not match its sidecar.
+    """
+
+    def __init__(
+        self, artifact_path: str | os.PathLike, threads: int | None = None, providers: Sequence[str] | None = None
+    ) -> None:
+        self.path = Path(artifact_path)
+        self.sidecar: Sidecar
+        self.sidecar, content = load_verified(self.path)
+        self.runner: Runner = load_runner(self.path, threads=threads, providers=providers, content=content)
+        self._check_runner_matches_sidecar()
+        s = self.sidecar
+        self._mean = np.asarray(s.mean, dtype=np.float32)
+        self._std = np.asarray(s.std, dtype=np.float32)
+        self._palette = np.asarray(s.class_colors, dtype=np.uint8)
+
+    # === Properties ===
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.sidecar.classes
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """The model's ``(height, width)``."""
+        return self.sidecar.image_size
+
+    @property
+    def channels(self) -> int:
+        return self.sidecar.channels
+
+    # === Prediction ===
+
+    def preprocess(self, image: np.ndarray) -> np.ndarray:
+        """The normalised float32 ``(1, H, W, C)`` model input for one image."""
+        pixels = self._to_model_channels(_as_pixels(image))
+        if pixels.shape[:2] != self.input_size:
+            pixels = resize_bilinear(pixels, self.input_size)
+        # Same operations, in the same order, as roverlite.data.loader.normalize: bit-identical input.
+        x = pixels.astype(np.float32)
+        x *= np.float32(self.sidecar.pixel_scale)
+        x -= self._mean
+        x /= self._std
+        return x[None]
+
+    def predict_logits(self, image: np.ndarray) -> np.ndarray:
+        """Float32 logits ``(H_model, W_model, K)`` for one image (dequantized for int8 models)."""
+        return self.runner.run(self.preprocess(image))[0]
+
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        """The uint8 class-id mask ``(H, W)`` of one image, at the image's own size.
+
+        Raises:
+            ValueError: not an image, NaN/Inf or values outside 0..255, or channels the sidecar
+                does not allow.
+        """
+        pixels = _as_pixels(image)
+        mask = np.argmax(self.predict_logits(pixels), axis=-1).astype(np.uint8)
+        if mask.shape != pixels.shape[:2]:
+            mask = resize_nearest(mask, pixels.shape[:2])
+        return mask
+
+    def predict_batch(self, images: np.ndarray | Sequence[np.ndarray]) -> np.ndarray | list[np.ndarray]:
+        """Masks for many images: an ``(N, H, W)`` array for an array input, a list for a list."""
+        if isinstance(images, np.ndarray):
+            if images.ndim not in (3, 4):
+                raise ValueError(f"Expected images as (N, H, W) or (N, H, W, C). Received: shape={images.shape}.")
+            return np.stack([self.predict(image) for image in images]) if len(images) else np.zeros((0,) + images.shape[1:3], np.uint8)
+        return [self.predict(image) for image in images]
+
+    def overlay(self, image: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+        """Blend the class colours of ``mask`` over ``image`` (see :func:`overlay`)."""
+        return overlay(image, mask, self.sidecar.class_colors, alpha)
+
+    # === Checks ===
+
+    def _to_model_channels(self, pixels: np.ndarray) -> np.ndarray:
+        have, want, s = pixels.shape[-1], self.channels, self.sidecar
+        if have == want:
+            return pixels
+        if want == 1 and have == 3:
+            spread = _channel_spread(pixels)
+            if s.gray_tolerance >= 0 and spread <= s.gray_tolerance:
+                return rgb_to_gray(pixels)
+            raise ValueError(
+                f"Wrong channels for grayscale model {self.path.name!r}. Expected 1 channel, or 3 channels equal "
+                f"within {max(s.gray_tolerance, 0)} levels. Received: a colour image (channels differ by up to {spread})."
+            )
+        if want == 3 and have == 1 and s.allow_gray_to_rgb:
+            return gray_to_rgb(pixels)
+        raise ValueError(
+            f"Wrong channels for {s.color_mode} model {self.path.name!r}. Expected {want} channel(s)"
+            + (" (its sidecar does not allow gray images)" if want == 3 and have == 1 else "")
+            + f". Received: {have} channel(s)."
+        )
+
+    def _check_runner_matches_sidecar(self) -> None:
+        s, r = self.sidecar, self.runner
+        problems = []
+        if tuple(r.input.shape) != tuple(s.input.shape):
+            problems.append(f"input shape {list(r.input.shape)} vs sidecar {list(s.input.shape)}")
+        if tuple(r.output.shape) != tuple(s.output.shape):
+            problems.append(f"output shape {list(r.output.shape)} vs sidecar {list(s.output.shape)}")
+        if r.input.dtype != s.input.dtype:
+            problems.append(f"input dtype {r.input.dtype} vs sidecar {s.input.dtype}")
+        if problems:
+            raise ValueError(
+                f"Model {str(self.path)!r} does not match its sidecar. Expected the tensors the sidecar "
+                f"describes. Received: {'; '.join(problems)}."
+            )
+
+
+def overlay(
+    image: np.ndarray, mask: np.ndarray, colors: Sequence[Sequence[int]], alpha: float = 0.5
+) -> np.ndarray:
+    """An RGB uint8 picture: ``image`` with each class's colour blended in at ``alpha``.
+
+    Pixels whose id has no colour (e.g. the ignore label) keep the image's own pixel.
+
+    Raises:
+        ValueError: ``alpha`` outside [0, 1] or image and mask sizes differ.
+    """
+    if not 0.0 <= float(alpha) <= 1.0:
+        raise ValueError(f"Expected alpha in [0, 1]. Received: alpha={alpha}.")
+    pixels = _as_pixels(image)
+    mask = np.asarray(mask)
+    if mask.shape != pixels.shape[:2]:
+        raise ValueError(f"Expected a mask of the image's size {pixels.shape[:2]}. Received: shape={mask.shape}.")
+    rgb = pixels if pixels.shape[-1] == 3 else gray_to_rgb(pixels[..., :1])
+    rgb = rgb.astype(np.float32)
+    palette = np.asarray(colors, dtype=np.float32).reshape(-1, 3)
+    ids = mask.astype(np.int64)
+    colored = (ids >= 0) & (ids < len(palette))
+    blended = rgb.copy()
+    blended[colored] = (1.0 - alpha) * rgb[colored] + alpha * palette[ids[colored]]
+    return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+
+
+def _as_pixels(image: np.ndarray) -> np.ndarray:
+    """Validate one image and return it as (H, W, C) uint8 or float32 on the 0..255 scale."""
+    if not isinstance(image, np.ndarray):
+        image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.ndim != 3 or image.shape[0] < 1 or image.shape[1] < 1 or image.shape[2] not in (1, 3):
+        raise ValueError(f"Expected an image of shape (H, W), (H, W, 1) or (H, W, 3). Received: shape={image.shape}.")
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype.kind == "f":
+        if not np.isfinite(image).all():
+            raise ValueError("Expected finite pixel values. Received: an image containing NaN or Inf.")
+    elif image.dtype.kind not in "iu":
+        raise ValueError(f"Expected uint8 pixels (or numbers on the 0..255 scale). Received: dtype={image.dtype}.")
+    low, high = float(image.min()), float(image.max())
+    if low < 0 or high > 255:
+        raise ValueError(f"Expected pixel values in 0..255. Received: values in [{low:g}, {high:g}].")
+    return image.astype(np.uint8) if image.dtype.kind in "iu" else image.astype(np.float32)
+
+
+def _channel_spread(image: np.ndarray) -> float:
+    """Largest difference between channels at any pixel (the training loader's gray test)."""
+    planes = [image[..., c] for c in range(image.shape[-1])]
+    high, low = planes[0], planes[0]
+    for plane in planes[1:]:
+        high, low = np.maximum(high, plane), np.minimum(low, plane)
+    return float((high.astype(np.float32) - low).max())
