@@ -158,9 +158,7 @@ def test_float16_logits_are_safe(case, name):
     big = tf.constant(logits * 3000.0, tf.float16)  # exp() of these overflows in float16
     value = float(loss_fn(y, big))
     assert np.isfinite(value)
-    assert float(loss_fn(y, tf.constant(logits, tf.float16))) == pytest.approx(
-        float(loss_fn(y, logits)), rel=1e-2
-    )
+    assert float(loss_fn(y, tf.constant(logits, tf.float16))) == pytest.approx(float(loss_fn(y, logits)), rel=1e-2)
 
 
 def test_losses_train_a_keras_model(case):

@@ -121,7 +121,6 @@ def test_streaming_result_is_json_ready_with_none_for_nan():
 
 def test_metrics_module_imports_without_tensorflow():
     code = (
-        "import sys; sys.modules['tensorflow'] = None; sys.modules['tf_keras'] = None; "
-        "import roverlite.train.metrics"
+        "import sys; sys.modules['tensorflow'] = None; sys.modules['tf_keras'] = None; import roverlite.train.metrics"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

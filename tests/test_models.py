@@ -3,13 +3,15 @@
 import numpy as np
 import pytest
 
+# isort: off
 from roverlite._tf import keras, tf
 
 # TFMOT only after roverlite._tf, which selects Keras 2 before TensorFlow is first imported.
-import tensorflow_model_optimization as tfmot  # noqa: E402
+import tensorflow_model_optimization as tfmot
 
-from roverlite.train.macs import count_macs, format_cost_table  # noqa: E402
-from roverlite.train.models import build_unet, create_model, list_models, model_args  # noqa: E402
+# isort: on
+from roverlite.train.macs import count_macs, format_cost_table
+from roverlite.train.models import build_unet, create_model, list_models, model_args
 
 PRESETS = list_models()
 # The ops TFLite-Micro implements that a micro U-Net may use (see NOTES.md).
@@ -92,8 +94,17 @@ def test_width_multipliers_and_fixed_batch():
 
 def test_optional_blocks_build():
     model = build_unet(
-        (32, 32, 1), 3, depth=2, base_width=4, residual=True, squeeze_excite=True, attention_gates=True,
-        aspp=True, activation="relu6", norm="none", dropout=0.1,
+        (32, 32, 1),
+        3,
+        depth=2,
+        base_width=4,
+        residual=True,
+        squeeze_excite=True,
+        attention_gates=True,
+        aspp=True,
+        activation="relu6",
+        norm="none",
+        dropout=0.1,
     )
     assert model.output_shape == (None, 32, 32, 3)
     assert model(np.zeros((2, 32, 32, 1), np.float32)).shape == (2, 32, 32, 3)

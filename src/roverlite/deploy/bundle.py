@@ -29,15 +29,15 @@ import posixpath
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path, PurePosixPath
-from typing import Sequence
 
 import numpy as np
 
 from roverlite.deploy.sidecar import load_verified, sidecar_path
 
-__all__ = ["make_bundle", "unpack_bundle", "DEVICE_REQUIREMENTS", "BUNDLE_SCHEMA_VERSION"]
+__all__ = ["BUNDLE_SCHEMA_VERSION", "DEVICE_REQUIREMENTS", "make_bundle", "unpack_bundle"]
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +91,7 @@ def make_bundle(
         save_testpack(staging / "testpack.npz", testpack_images, testpack_masks, ids)
         (staging / "requirements-device.txt").write_text(_requirements_text())
         shutil.copyfile(Path(__file__).with_name("_bundle_run.py"), staging / "run.py")
+        (staging / "run.py").chmod(0o755)
         _copy_deploy_package(staging)
         _write_manifest(staging, artifact.name, sidecar.format, sidecar.runtime)
         if is_archive:
@@ -195,7 +196,7 @@ def unpack_bundle(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
     if not archive.is_file():
         raise FileNotFoundError(f"Bundle archive not found. Expected a .tar.gz file. Received: {str(archive)!r}.")
     try:
-        tar = tarfile.open(archive, "r:*")
+        tar = tarfile.open(archive, "r:*")  # noqa: SIM115 - closed by `with tar` below
     except (tarfile.TarError, OSError) as err:
         raise ValueError(f"Cannot read bundle {str(archive)!r}. Expected a tar archive. Received: {err}.") from None
     with tar:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["resize_bilinear", "resize_nearest", "rgb_to_gray", "gray_to_rgb"]
+__all__ = ["gray_to_rgb", "resize_bilinear", "resize_nearest", "rgb_to_gray"]
 
 
 def resize_bilinear(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

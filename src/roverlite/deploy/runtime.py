@@ -4,7 +4,7 @@ Runtimes are imported inside the functions that need them, so a robot needs only
 artifact uses. For ``.tflite`` the interpreter comes from ``ai_edge_litert`` (the maintained
 successor), else ``tflite_runtime`` (its last release needs NumPy 1), else TensorFlow's
 ``tf.lite`` (workstations). ``.onnx`` runs on ONNX Runtime with every available provider in the
-order TensorRT, CUDA, (others), CPU unless the caller names providers.
+order TensorRT, CUDA, CPU unless the caller names providers.
 
 A file is checked before any runtime sees it: a ``.tflite`` must carry the ``TFL3`` flatbuffer
 identifier and a root table inside the file, an ``.onnx`` must parse as protobuf wire format with
@@ -23,23 +23,24 @@ import logging
 import os
 import struct
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 __all__ = [
-    "TensorInfo",
+    "PROVIDER_ORDER",
+    "TFLITE_BACKENDS",
+    "OnnxRunner",
     "Runner",
     "TFLiteRunner",
-    "OnnxRunner",
-    "load_runner",
-    "check_tflite_bytes",
+    "TensorInfo",
     "check_onnx_bytes",
+    "check_tflite_bytes",
     "default_providers",
-    "TFLITE_BACKENDS",
-    "PROVIDER_ORDER",
+    "load_runner",
 ]
 
 logger = logging.getLogger(__name__)
@@ -158,8 +159,8 @@ def load_runner(
     Args:
         path: the model file; its suffix picks the runtime.
         threads: CPU threads (``None`` = the runtime's default).
-        providers: ONNX Runtime execution providers, in priority order (``None`` = every available
-            one in the order TensorRT, CUDA, others, CPU). Ignored for ``.tflite``.
+        providers: ONNX Runtime execution providers, in priority order (``None`` = those of
+            TensorRT, CUDA and CPU that are available, in that order). Ignored for ``.tflite``.
         content: the file's bytes when the caller has already read (and verified) them.
 
     Raises:
@@ -198,7 +199,7 @@ class TFLiteRunner(Runner):
         try:
             self._interpreter = interpreter_class(model_content=content, num_threads=threads)
             self._interpreter.allocate_tensors()
-        except Exception as err:  # the runtimes raise ValueError or RuntimeError with C++ text
+        except Exception as err:  # noqa: BLE001 - the runtimes raise ValueError or RuntimeError with C++ text
             raise ValueError(
                 f"Cannot load {str(path)!r} with {self.backend}. Expected a valid TFLite model with "
                 f"builtin ops. Received: {type(err).__name__}: {str(err).strip()[:300]}."
@@ -223,7 +224,7 @@ def _tflite_interpreter_class() -> tuple[Any, str]:
     for module_name in TFLITE_BACKENDS:
         try:
             return importlib.import_module(module_name).Interpreter, module_name
-        except Exception as err:  # tflite_runtime under NumPy 2 fails with more than ImportError
+        except Exception as err:  # noqa: BLE001 - tflite_runtime under NumPy 2 fails with more than ImportError
             reasons.append(f"{module_name}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
             logger.debug("TFLite backend %s unavailable: %s", module_name, err)
     raise ImportError(
@@ -295,7 +296,7 @@ class OnnxRunner(Runner):
         chosen = list(providers) if providers is not None else default_providers()
         try:
             self._session = ort.InferenceSession(content, sess_options=options, providers=chosen)
-        except Exception as err:  # ORT raises its own exception types (InvalidProtobuf, Fail, ...)
+        except Exception as err:  # noqa: BLE001 - ORT raises its own types (InvalidProtobuf, Fail, ...)
             raise ValueError(
                 f"Cannot load {str(path)!r} with ONNX Runtime (providers {chosen}). Expected a valid ONNX "
                 f"model. Received: {type(err).__name__}: {str(err).strip()[:300]}."
@@ -314,13 +315,16 @@ class OnnxRunner(Runner):
 
 
 def default_providers() -> list[str]:
-    """Every available ONNX Runtime provider: TensorRT, CUDA, then any others, CPU last."""
+    """The available ones of TensorRT, CUDA and CPU, in that order (CPU always last).
+
+    Other installed providers are left out on purpose: the pip wheel lists
+    ``AzureExecutionProvider`` (remote inference) and vendor providers need options; pass
+    ``providers`` explicitly to use them.
+    """
     import onnxruntime as ort
 
-    available = list(ort.get_available_providers())
-    ordered = [p for p in PROVIDER_ORDER if p in available]
-    ordered += [p for p in available if p not in ordered and p != _CPU_PROVIDER]
-    return ordered + [_CPU_PROVIDER]
+    available = set(ort.get_available_providers())
+    return [p for p in PROVIDER_ORDER if p in available] + [_CPU_PROVIDER]
 
 
 def _onnx_info(arg: Any, path: Path) -> TensorInfo:

@@ -25,12 +25,17 @@ Example:
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-from roverlite.deploy.resize import gray_to_rgb, resize_bilinear, resize_nearest, rgb_to_gray
+from roverlite.deploy.resize import (
+    gray_to_rgb,
+    resize_bilinear,
+    resize_nearest,
+    rgb_to_gray,
+)
 from roverlite.deploy.runtime import Runner, load_runner
 from roverlite.deploy.sidecar import Sidecar, load_verified
 
@@ -135,7 +140,7 @@ class Segmenter:
                 return rgb_to_gray(pixels)
             raise ValueError(
                 f"Wrong channels for grayscale model {self.path.name!r}. Expected 1 channel, or 3 channels equal "
-                f"within {max(s.gray_tolerance, 0)} levels. Received: a colour image (channels differ by up to {spread})."
+                f"within {max(s.gray_tolerance, 0)} levels. Received: a colour image (channels differ by up to {spread:g})."
             )
         if want == 3 and have == 1 and s.allow_gray_to_rgb:
             return gray_to_rgb(pixels)

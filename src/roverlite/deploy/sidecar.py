@@ -24,22 +24,24 @@ import json
 import math
 import os
 import re
+import reprlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 __all__ = [
     "SCHEMA_VERSION",
     "TASK",
     "Quantization",
-    "TensorSpec",
     "Sidecar",
-    "sidecar_path",
+    "TensorSpec",
+    "load_verified",
     "parse_sidecar",
     "read_sidecar",
-    "verify_artifact",
-    "load_verified",
     "sha256_bytes",
+    "sidecar_path",
+    "verify_artifact",
 ]
 
 SCHEMA_VERSION = 1
@@ -56,6 +58,9 @@ DTYPES = ("float32", "float16", *QUANT_RANGES)
 # corrupted or hostile file from being read into memory whole.
 MAX_SIDECAR_BYTES = 16 * 1024 * 1024
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_SHORT_REPR = reprlib.Repr()  # keyword arguments need Python 3.12
+_SHORT_REPR.maxlevel, _SHORT_REPR.maxlist, _SHORT_REPR.maxdict = 3, 6, 6
+_SHORT_REPR.maxstring = _SHORT_REPR.maxother = 80
 
 
 # === Data ===
@@ -345,8 +350,8 @@ class _Parser:
         self.where = where
 
     def fail(self, key: str, expected: str, received: Any) -> None:
-        shown = repr(received)
-        shown = shown if len(shown) <= 120 else shown[:117] + "..."
+        # reprlib caps depth and length: a huge or deeply nested value must not cost time or recursion.
+        shown = _SHORT_REPR.repr(received)
         raise ValueError(
             f"Invalid sidecar {self.where!r}: field {key or '(root)'!r}. Expected {expected}. Received: {shown}."
         )
@@ -374,10 +379,10 @@ class _Parser:
     def optional_string(self, obj: Mapping[str, Any], key: str, prefix: str = "") -> str | None:
         return None if obj.get(key) is None else self.string(obj, key, prefix)
 
-    def choice(self, obj: Mapping[str, Any], key: str, options: tuple[str, ...]) -> str:
-        value = self.get(obj, key)
-        if value not in options or not isinstance(value, str):
-            self.fail(key, f"one of {list(options)}", value)
+    def choice(self, obj: Mapping[str, Any], key: str, options: tuple[str, ...], prefix: str = "") -> str:
+        value = self.get(obj, key, prefix)
+        if not isinstance(value, str) or value not in options:
+            self.fail(prefix + key, f"one of {list(options)}", value)
         return value
 
     def integer(self, obj: Mapping[str, Any], key: str, low: int | None = None, high: int | None = None,
@@ -462,7 +467,7 @@ class _Parser:
         if layout != LAYOUT:
             self.fail(key + ".layout", repr(LAYOUT), layout)
         dtype = self.get(obj, "dtype", key + ".")
-        if dtype not in DTYPES or not isinstance(dtype, str):
+        if not isinstance(dtype, str) or dtype not in DTYPES:
             self.fail(key + ".dtype", f"one of {list(DTYPES)}", dtype)
         quant = obj.get("quantization")
         if (quant is None) != (dtype not in QUANT_RANGES):
@@ -480,7 +485,7 @@ class _Parser:
     def input_spec(self, root: Mapping[str, Any]) -> tuple[TensorSpec, str, int, bool]:
         obj = self.mapping(self.get(root, "input"), "input")
         spec = self.tensor(obj, "input")
-        color_mode = self.choice(obj, "color_mode", tuple(COLOR_MODES))
+        color_mode = self.choice(obj, "color_mode", tuple(COLOR_MODES), prefix="input.")
         if COLOR_MODES[color_mode] != spec.shape[3]:
             self.fail("input.shape", f"{COLOR_MODES[color_mode]} channel(s) for color_mode={color_mode!r}", list(spec.shape))
         tolerance = self.integer(obj, "gray_tolerance", -1, 255, prefix="input.")

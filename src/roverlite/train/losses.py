@@ -26,7 +26,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -35,15 +36,15 @@ from roverlite.config import did_you_mean
 
 __all__ = [
     "WEIGHTING_METHODS",
+    "CombinedLoss",
+    "CrossEntropyLoss",
+    "DiceLoss",
+    "FocalLoss",
+    "build_loss",
     "class_weights_from_counts",
     "masked_cross_entropy",
-    "masked_focal",
     "masked_dice",
-    "CrossEntropyLoss",
-    "FocalLoss",
-    "DiceLoss",
-    "CombinedLoss",
-    "build_loss",
+    "masked_focal",
 ]
 
 WEIGHTING_METHODS = ("none", "inverse", "inverse_sqrt", "median")
@@ -125,9 +126,7 @@ def _weighted_mean(values, weights):
     return tf.math.divide_no_nan(tf.reduce_sum(values * weights), tf.reduce_sum(weights))
 
 
-def masked_cross_entropy(
-    y_true, y_pred, ignore_index: int | None = 255, class_weights: Sequence[float] | None = None
-):
+def masked_cross_entropy(y_true, y_pred, ignore_index: int | None = 255, class_weights: Sequence[float] | None = None):
     """Softmax cross-entropy, weighted mean over non-ignored pixels (see module docstring)."""
     logits, labels, mask = _prepare(y_true, y_pred, ignore_index)
     nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
@@ -153,9 +152,7 @@ def masked_focal(
     return _weighted_mean(-focus * log_pt, _pixel_weights(labels, mask, class_weights))
 
 
-def masked_dice(
-    y_true, y_pred, ignore_index: int | None = 255, class_weights: Sequence[float] | None = None
-):
+def masked_dice(y_true, y_pred, ignore_index: int | None = 255, class_weights: Sequence[float] | None = None):
     """``1 - weighted mean soft dice`` over the classes present in the counted labels.
 
     Per class ``c``: ``dice_c = 2 * sum(p_c * y_c) / (sum(p_c) + sum(y_c))`` over counted pixels

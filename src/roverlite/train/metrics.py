@@ -23,17 +23,18 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 __all__ = [
+    "StreamingConfusion",
+    "class_iou_dict",
     "confusion_matrix",
     "iou_per_class",
     "mean_iou",
     "pixel_accuracy",
-    "class_iou_dict",
-    "StreamingConfusion",
 ]
 
 
@@ -44,9 +45,7 @@ def _as_labels(values: Any, what: str) -> np.ndarray:
     return array.reshape(-1).astype(np.int64, copy=False)
 
 
-def confusion_matrix(
-    y_true: Any, y_pred: Any, num_classes: int, ignore_index: int | None = None
-) -> np.ndarray:
+def confusion_matrix(y_true: Any, y_pred: Any, num_classes: int, ignore_index: int | None = None) -> np.ndarray:
     """Count (truth, prediction) pairs over all counted pixels.
 
     Args:
@@ -67,9 +66,7 @@ def confusion_matrix(
     k = int(num_classes)
     t_shape, p_shape = np.shape(y_true), np.shape(y_pred)
     if t_shape != p_shape:
-        raise ValueError(
-            f"Expected y_true and y_pred of the same shape. Received: {t_shape} and {p_shape}."
-        )
+        raise ValueError(f"Expected y_true and y_pred of the same shape. Received: {t_shape} and {p_shape}.")
     t = _as_labels(y_true, "y_true")
     p = _as_labels(y_pred, "y_pred")
     valid = (t >= 0) & (t < k)
@@ -80,8 +77,7 @@ def confusion_matrix(
     if p.size and (p.min() < 0 or p.max() >= k):
         bad = p[(p < 0) | (p >= k)]
         raise ValueError(
-            f"Expected predictions in [0, {k}). Received: {bad.size} out-of-range predictions, "
-            f"e.g. {int(bad[0])}."
+            f"Expected predictions in [0, {k}). Received: {bad.size} out-of-range predictions, e.g. {int(bad[0])}."
         )
     # One bincount over a flattened (truth, prediction) index is far faster than np.add.at.
     return np.bincount(k * t + p, minlength=k * k).reshape(k, k).astype(np.int64, copy=False)
@@ -174,9 +170,7 @@ class StreamingConfusion:
         """A copy of the accumulated ``(K, K)`` matrix (rows = truth, columns = prediction)."""
         return self._cm.copy()
 
-    def result(
-        self, class_names: Sequence[str] | None = None, eval_ids: Sequence[int] | None = None
-    ) -> dict[str, Any]:
+    def result(self, class_names: Sequence[str] | None = None, eval_ids: Sequence[int] | None = None) -> dict[str, Any]:
         """JSON-ready summary; ``NaN`` values become ``None``.
 
         Args:

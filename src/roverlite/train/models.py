@@ -18,7 +18,8 @@ import difflib
 import fnmatch
 import inspect
 import logging
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from roverlite._tf import keras
 from roverlite.config import did_you_mean
@@ -26,7 +27,7 @@ from roverlite.train import blocks
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["register_model", "create_model", "list_models", "model_args", "build_unet"]
+__all__ = ["build_unet", "create_model", "list_models", "model_args", "register_model"]
 
 PresetFn = Callable[[], dict[str, Any]]
 
@@ -92,7 +93,7 @@ def build_unet(
     """
     widths = _level_widths(depth, base_width, width_multipliers)
     _check_args(input_shape, num_classes, depth, norm, activation, decoder, convs_per_block, dropout, aspp_rates)
-    block = dict(convs=int(convs_per_block), norm=norm, act=activation, residual=residual, se=squeeze_excite)
+    block = {"convs": int(convs_per_block), "norm": norm, "act": activation, "residual": residual, "se": squeeze_excite}
 
     inputs = keras.Input(shape=tuple(int(s) for s in input_shape), batch_size=batch_size, name="image")
     x, skips = inputs, []
@@ -139,17 +140,13 @@ def _check_args(input_shape, num_classes, depth, norm, activation, decoder, conv
         (decoder, blocks.DECODERS, "decoder"),
     ):
         if value not in options:
-            raise ValueError(
-                f"Expected {key} in {options}. Received: {key}={value!r}." + did_you_mean(value, options)
-            )
+            raise ValueError(f"Expected {key} in {options}. Received: {key}={value!r}." + did_you_mean(value, options))
     if len(input_shape) != 3:
         raise ValueError(f"Expected input_shape=(height, width, channels). Received: input_shape={input_shape}.")
     shape = tuple(int(s) for s in input_shape)
     factor = 2**depth
     if shape[0] % factor or shape[1] % factor or min(shape) < 1:
-        raise ValueError(
-            f"Expected height and width divisible by 2**depth={factor}. Received: input_shape={shape}."
-        )
+        raise ValueError(f"Expected height and width divisible by 2**depth={factor}. Received: input_shape={shape}.")
     if int(num_classes) < 1:
         raise ValueError(f"Expected num_classes >= 1. Received: num_classes={num_classes}.")
     if int(convs) < 1:
@@ -191,14 +188,12 @@ def model_args(name: str, **overrides: Any) -> dict[str, Any]:
     if name not in _MODELS:
         close = difflib.get_close_matches(name, list(_MODELS), n=3, cutoff=0.4)
         hint = f" Closest: {', '.join(close)}." if close else ""
-        raise ValueError(
-            f"Unknown model. Expected one of {list_models()}. Received: name={name!r}.{hint}"
-        )
-    for key in overrides:
+        raise ValueError(f"Unknown model. Expected one of {list_models()}. Received: name={name!r}.{hint}")
+    for key, value in overrides.items():
         if key not in _BUILD_KEYS:
             raise ValueError(
                 f"Unknown override for model {name!r}. Expected one of {list(_BUILD_KEYS)}. "
-                f"Received: {key}={overrides[key]!r}." + did_you_mean(key, _BUILD_KEYS)
+                f"Received: {key}={value!r}." + did_you_mean(key, _BUILD_KEYS)
             )
     return {**_MODELS[name](), **overrides}
 
@@ -247,30 +242,30 @@ def unet_teacher() -> dict[str, Any]:
 
     Sized for two CPU cores: 2.4x the MACs of ``unet_s`` (room to distil from) while ~13 AI4Mars
     epochs still fit in 90 minutes at the NOTES' training rate; the plain width-32 U-Net (3 GMAC)
-    would fit ~7. Residual blocks add 6 % MACs and optimise better in short schedules. Left out on
+    would fit ~8. Residual blocks add 6 % MACs and optimise better in short schedules. Left out on
     purpose: ASPP (TF's CPU dilated convolutions slowed training by 1.4-2x for +12 % MACs, and at
     128x128 a depth-4 U-Net already sees the whole image) and SE / attention gates (Multiply is
     not in TFMOT's 8-bit registry, so ``quantize_model`` would refuse the teacher).
     """
-    return dict(depth=4, base_width=24, residual=True, dropout=0.1)
+    return {"depth": 4, "base_width": 24, "residual": True, "dropout": 0.1}
 
 
 @register_model
 def unet_s() -> dict[str, Any]:
     """Student S: the plain width-16 U-Net of the NOTES latency table (1.95 M params, 0.754 GMAC)."""
-    return dict(depth=4, base_width=16)
+    return {"depth": 4, "base_width": 16}
 
 
 @register_model
 def unet_xs() -> dict[str, Any]:
     """Student XS: plain width-8 U-Net (about a quarter of S's MACs)."""
-    return dict(depth=4, base_width=8)
+    return {"depth": 4, "base_width": 8}
 
 
 @register_model
 def unet_xxs() -> dict[str, Any]:
     """Student XXS: width 4 with one conv per block; MAC-tiny, per-op overhead dominates."""
-    return dict(depth=4, base_width=4, convs_per_block=1)
+    return {"depth": 4, "base_width": 4, "convs_per_block": 1}
 
 
 @register_model
@@ -282,16 +277,16 @@ def unet_micro() -> dict[str, Any]:
     transpose convolution takes an int32 scratch buffer the size of its output, which raised the
     arena from about 264 KiB to 424 KiB at 128x128. BatchNorm folds and ReLU fuses into CONV_2D.
     """
-    return dict(depth=3, base_width=4, decoder="nearest", activation="relu")
+    return {"depth": 3, "base_width": 4, "decoder": "nearest", "activation": "relu"}
 
 
 @register_model
 def unet_tiny() -> dict[str, Any]:
     """Unit-test model: depth 2, width 4, transpose decoder."""
-    return dict(depth=2, base_width=4)
+    return {"depth": 2, "base_width": 4}
 
 
 @register_model
 def unet_tiny_nearest() -> dict[str, Any]:
     """Unit-test model: depth 2, width 4, nearest-neighbour decoder."""
-    return dict(depth=2, base_width=4, decoder="nearest")
+    return {"depth": 2, "base_width": 4, "decoder": "nearest"}

@@ -1,0 +1,282 @@
+"""Export a tf_keras U-Net to TFLite / ONNX artifacts, each with a sidecar and its own self-check.
+
+:func:`export_model` is the front door: it converts the model to every requested format (the
+table in :mod:`roverlite.export.formats`), writes each artifact and its ``<file>.json`` sidecar
+atomically, runs the artifact through ``roverlite.deploy`` on check images and compares it with
+the Keras model (:mod:`roverlite.export.verify`). A failed check still leaves the artifact on disk
+with ``passed=False`` in its result and sidecar, and logs a warning: whether to ship it is the
+compression recipe's decision.
+
+TensorFlow, tf2onnx and ONNX Runtime's quantizer are imported only when a conversion runs.
+
+Example:
+    >>> results = export_model("runs/mars/model.h5", ["tflite", "tflite_int8", "onnx"], "exports",
+    ...                        cfg.data, calibration_images=train.images[:200],
+    ...                        check_images=val.images[:32], check_masks=val.masks[:32])  # doctest: +SKIP
+    >>> [(r.format, r.passed, r.size_bytes) for r in results]                              # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from roverlite.config import DataConfig
+from roverlite.deploy.runtime import load_runner
+from roverlite.export.formats import FORMATS, ExportFormat, get_format, list_formats
+from roverlite.export.metadata import build_sidecar, collect_versions, write_sidecar
+from roverlite.export.source import (
+    check_exportable,
+    check_model_fits_config,
+    load_source_model,
+    model_file_sha256,
+)
+from roverlite.export.verify import Tolerances, keras_logits, self_check
+from roverlite.io import atomic_write_bytes, ensure_writable_dir
+
+__all__ = ["FORMATS", "ExportFormat", "ExportResult", "Tolerances", "export_model", "get_format", "list_formats"]
+
+logger = logging.getLogger(__name__)
+
+# Check images used when the caller gives none: the first calibration images, else seeded noise
+# (enough for a logit comparison of float formats, not for an accuracy claim).
+_FALLBACK_CHECK_IMAGES = 8
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """One exported artifact and the outcome of its self-check.
+
+    Attributes:
+        format: the format table key.
+        path: the artifact file.
+        sidecar_path: its JSON sidecar (``<path>.json``).
+        size_bytes, sha256: of the artifact.
+        check: the self-check measurements (also stored in the sidecar).
+        passed: whether the self-check passed.
+    """
+
+    format: str
+    path: Path
+    sidecar_path: Path
+    size_bytes: int
+    sha256: str
+    check: Mapping[str, Any]
+    passed: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "path": str(self.path), "sidecar_path": str(self.sidecar_path)}
+
+
+def export_model(
+    model_or_path: Any,
+    formats: Sequence[str],
+    out_dir: str | os.PathLike,
+    data_cfg: DataConfig,
+    calibration_images: np.ndarray | None = None,
+    check_images: np.ndarray | None = None,
+    check_masks: np.ndarray | None = None,
+    name: str | None = None,
+    recipe: Mapping[str, Any] | None = None,
+    int8_io: bool = True,
+    representative_count: int = 100,
+    tolerances: Tolerances | None = None,
+    cost: Mapping[str, Any] | None = None,
+    allow_gray_to_rgb: bool = False,
+) -> list[ExportResult]:
+    """Export a model to each of ``formats`` in ``out_dir`` and self-check every artifact.
+
+    Args:
+        model_or_path: a functional tf_keras model, or a ``model.h5`` / run folder.
+        formats: format names from :func:`list_formats` (a single name is accepted too).
+        out_dir: output folder (created); artifacts are ``<name><suffix>``, e.g. ``unet_xs_int8.tflite``.
+        data_cfg: classes, colours, ignore label, eval classes, image size, colour mode, mean/std.
+        calibration_images: uint8 ``(N, H, W, C)`` at the model's size; required by int8 formats.
+        check_images: uint8 ``(N, H, W, C)`` for the self-check (default: the first calibration
+            images, else seeded noise).
+        check_masks: uint8 ``(N, H, W)`` truth for ``check_images``; without it quantized formats
+            are compared with the Keras predictions.
+        name: artifact base name (default: the model's name).
+        recipe: free-form provenance stored in each sidecar; an ``export`` entry with the export
+            settings is added.
+        int8_io: TFLite full int8 with int8 input/output (``False``: float I/O). ONNX int8 always
+            has float I/O.
+        representative_count: calibration images used (the first ones).
+        tolerances: self-check limits (default :class:`Tolerances`).
+        cost: ``{"macs", "params"}`` for the sidecar (default: counted from the model).
+        allow_gray_to_rgb: let an RGB artifact accept gray images on the device.
+
+    Returns:
+        One :class:`ExportResult` per format, in the order given.
+
+    Raises:
+        ValueError: unknown format (with did-you-mean), a model that does not match ``data_cfg``,
+            missing / empty / wrong-shape calibration or check data (all before any conversion),
+            or a conversion producing non-builtin ops.
+        FileNotFoundError: ``model_or_path`` names no model file.
+        PermissionError: ``out_dir`` is not writable.
+    """
+    fmts = _resolve_formats(formats)
+    if isinstance(representative_count, bool) or not isinstance(representative_count, int) or representative_count < 1:
+        raise ValueError(f"Expected representative_count >= 1. Received: {representative_count!r}.")
+    if not isinstance(int8_io, bool):  # a truthy string such as "no" must not silently mean True
+        raise ValueError(f"Expected int8_io to be True or False. Received: {int8_io!r}.")  # noqa: TRY004 - CLI shows ValueErrors as usage errors
+    tolerances = Tolerances() if tolerances is None else tolerances
+    model, source_path, source_sha = _resolve_model(model_or_path)
+    hwc = check_exportable(model)
+    check_model_fits_config(model, data_cfg)
+    calibration = None
+    if any(f.needs_calibration for f in fmts):
+        calibration = _normalised(_check_uint8(calibration_images, hwc, "calibration_images")[:representative_count], data_cfg)
+    images, masks, check_source = _check_set(check_images, check_masks, calibration_images, hwc)
+    name = _check_name(name if name is not None else model.name)
+    out_dir = ensure_writable_dir(out_dir)
+
+    reference = keras_logits(model, _normalised(images, data_cfg))
+    shared = {
+        "name": name,
+        "data_cfg": data_cfg,
+        "source_path": source_path,
+        "source_sha256": source_sha,
+        "versions": collect_versions(),
+        "cost": dict(cost) if cost is not None else _count_cost(model),
+        "allow_gray_to_rgb": allow_gray_to_rgb,
+    }
+    export_settings = {
+        "int8_io": int8_io,
+        "calibration_images": 0 if calibration is None else len(calibration),
+        "check_images": len(images),
+        "check_images_source": check_source,
+    }
+    results = []
+    for fmt in fmts:
+        content = fmt.convert(model, calibration, int8_io)
+        recipe_fmt = {**dict(recipe or {}), "export": {**export_settings, "format": fmt.name}}
+        results.append(
+            _write_and_check(fmt, content, out_dir, reference, images, masks, tolerances, recipe_fmt, shared)
+        )
+    return results
+
+
+def _write_and_check(
+    fmt: ExportFormat,
+    content: bytes,
+    out_dir: Path,
+    reference: np.ndarray,
+    images: np.ndarray,
+    masks: np.ndarray | None,
+    tolerances: Tolerances,
+    recipe: Mapping[str, Any],
+    shared: Mapping[str, Any],
+) -> ExportResult:
+    path = atomic_write_bytes(out_dir / f"{shared['name']}{fmt.suffix}", content)
+    runner = load_runner(path, content=content)
+    sidecar = build_sidecar(
+        path, format_name=fmt.name, runtime=fmt.runtime, input_info=runner.input, output_info=runner.output,
+        recipe=recipe, **shared,
+    )
+    # The device-side check reads the sidecar (and verifies the hash), so it is written first and
+    # rewritten with the check's result.
+    write_sidecar(path, sidecar)
+    check = self_check(fmt, str(path), reference, images, masks, shared["data_cfg"], tolerances)
+    sidecar = dataclasses.replace(sidecar, self_check=check)
+    sidecar_file = write_sidecar(path, sidecar)
+    if check["passed"]:
+        logger.info("%s: %s (%d bytes), self-check passed", fmt.name, path, sidecar.size_bytes)
+    else:
+        logger.warning("%s: %s self-check FAILED: %s", fmt.name, path, "; ".join(check.get("failures", [])))
+    return ExportResult(
+        format=fmt.name, path=path, sidecar_path=sidecar_file, size_bytes=sidecar.size_bytes,
+        sha256=sidecar.sha256, check=check, passed=bool(check["passed"]),
+    )
+
+
+# === Argument checks ===
+
+
+def _resolve_formats(formats: Sequence[str] | str) -> list[ExportFormat]:
+    names = [formats] if isinstance(formats, str) else list(formats)
+    if not names:
+        raise ValueError(f"Expected at least one export format from {list_formats()}. Received: none.")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"Expected each export format once. Received: {duplicates} more than once.")
+    return [get_format(n) for n in names]
+
+
+def _resolve_model(model_or_path: Any) -> tuple[Any, str | None, str | None]:
+    if isinstance(model_or_path, (str, os.PathLike)):
+        model = load_source_model(model_or_path)
+        path, sha = model_file_sha256(model_or_path)
+        return model, path, sha
+    return model_or_path, None, None
+
+
+def _check_name(name: str) -> str:
+    if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name):
+        raise ValueError(
+            f"Expected an artifact name of letters, digits, '.', '_' or '-' (no folders). Received: name={name!r}."
+        )
+    return name
+
+
+def _check_uint8(images: Any, hwc: tuple[int, int, int], what: str) -> np.ndarray:
+    if images is None:
+        raise ValueError(f"Expected {what} as uint8 (N, {hwc[0]}, {hwc[1]}, {hwc[2]}). Received: None.")
+    array = np.asarray(images)
+    if array.dtype != np.uint8 or array.ndim != 4 or array.shape[0] == 0 or tuple(array.shape[1:]) != hwc:
+        raise ValueError(
+            f"Wrong {what}. Expected a non-empty uint8 array of shape (N, {hwc[0]}, {hwc[1]}, {hwc[2]}) at the "
+            f"model's input size. Received: dtype={array.dtype}, shape={array.shape}."
+        )
+    return array
+
+
+def _check_set(
+    check_images: Any, check_masks: Any, calibration_images: Any, hwc: tuple[int, int, int]
+) -> tuple[np.ndarray, np.ndarray | None, str]:
+    if check_images is None:
+        if check_masks is not None:
+            raise ValueError("Expected check_images with check_masks. Received: masks without images.")
+        if calibration_images is not None:
+            images = _check_uint8(calibration_images, hwc, "calibration_images")[:_FALLBACK_CHECK_IMAGES]
+            return images, None, "calibration_images"
+        logger.warning("no check images given: self-check compares logits on seeded noise images only")
+        noise = np.random.default_rng(0).integers(0, 256, (4, *hwc), dtype=np.uint8)
+        return noise, None, "noise"
+    images = _check_uint8(check_images, hwc, "check_images")
+    if check_masks is None:
+        return images, None, "check_images"
+    masks = np.asarray(check_masks)
+    if masks.shape != images.shape[:3] or masks.dtype.kind not in "iu":
+        raise ValueError(
+            f"Wrong check_masks. Expected integer masks of shape {images.shape[:3]} (one per check image). "
+            f"Received: dtype={masks.dtype}, shape={masks.shape}."
+        )
+    return images, masks, "check_images"
+
+
+def _normalised(images: np.ndarray, data_cfg: DataConfig) -> np.ndarray:
+    from roverlite.data.loader import normalize
+
+    return normalize(images, data_cfg.mean, data_cfg.std)
+
+
+def _count_cost(model: Any) -> dict[str, int] | None:
+    from roverlite.train.macs import count_macs
+
+    try:
+        cost = count_macs(model)
+    except ValueError as err:  # e.g. an open spatial size; the sidecar then records no cost
+        logger.debug("MACs not counted: %s", err)
+        return None
+    return {"macs": int(cost.macs), "params": int(cost.params)}
