@@ -274,3 +274,46 @@ def test_tolerances_reject_negative_or_nan_limits():
         Tolerances(max_miou_drop=-0.1)
     with pytest.raises(ValueError, match="float32_atol"):
         Tolerances(float32_atol=float("nan"))
+
+
+# === The CLI's entry points ===
+
+
+def test_cli_entry_points_export_evaluate_and_bundle_a_model_file(tmp_path):
+    import dataclasses
+
+    from roverlite.export.dataset import bundle_from_split, evaluate_artifact_on_split, export_from_config
+    from roverlite.train.modelfile import save_model_file
+
+    model_file = save_model_file(trained_tiny_model(), tmp_path / "run" / "model.h5")
+    data_cfg = dataclasses.replace(DATA_CFG, synthetic_count=8)
+    results = export_from_config(
+        tmp_path / "run", ["onnx", "tflite_int8"], tmp_path / "exports", data_cfg,
+        max_check_images=3, representative_count=4,
+    )
+    assert [r.format for r in results] == ["onnx", "tflite_int8"]
+    sidecar = read_sidecar(results[1].path)
+    assert sidecar.source_sha256 == sha256_file(model_file) and sidecar.source_path == str(model_file.resolve())
+    assert sidecar.recipe["export"]["calibration_images"] == 4 and sidecar.recipe["calibration_split"] == "train"
+
+    scores = evaluate_artifact_on_split(results[1].path, data_cfg, split="val")
+    assert scores["split"] == "val" and scores["format"] == "tflite_int8" and 0.0 <= scores["miou"] <= 1.0
+    with pytest.raises(ValueError, match="other classes"):
+        evaluate_artifact_on_split(results[1].path, dataclasses.replace(data_cfg, classes=("a", "b", "c", "d")))
+
+    archive = bundle_from_split(results[0].path, tmp_path / "tiny.tar.gz", data_cfg, max_images=2)
+    assert archive.is_file()
+
+
+def test_quantization_aware_model_exports_to_int8_tflite_without_calibration(tmp_path):
+    import tensorflow_model_optimization as tfmot
+
+    from roverlite.export.tflite import float_ops
+
+    qat = tfmot.quantization.keras.quantize_model(trained_tiny_model())
+    images, masks = band_scenes(4, seed=6)
+    [result] = export_model(qat, ["tflite_int8"], tmp_path, DATA_CFG, check_images=images, check_masks=masks)
+    assert result.passed, result.check
+    assert result.check["argmax_agreement"] > 0.99  # the fake-quant graph is what int8 TFLite runs
+    assert float_ops(result.path.read_bytes(), float_io=False) == []
+    assert read_sidecar(result.path).recipe["export"]["calibration_images"] == 0

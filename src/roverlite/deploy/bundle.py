@@ -21,7 +21,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -130,8 +129,10 @@ def _copy_deploy_package(staging: Path) -> None:
 
 
 def _write_manifest(staging: Path, artifact_name: str, fmt: str, runtime: str) -> None:
+    from roverlite.io import sha256_file
+
     files = {
-        path.relative_to(staging).as_posix(): _sha256_file(path)
+        path.relative_to(staging).as_posix(): sha256_file(path)
         for path in sorted(staging.rglob("*"))
         if path.is_file()
     }
@@ -148,32 +149,19 @@ def _write_manifest(staging: Path, artifact_name: str, fmt: str, runtime: str) -
 
 
 def _write_archive(staging: Path, out: Path) -> None:
+    from roverlite.io import atomic_write
+
     def normalise(info: tarfile.TarInfo) -> tarfile.TarInfo:
         info.uid = info.gid = 0
         info.uname = info.gname = ""
         return info
 
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            with tarfile.open(fileobj=fh, mode="w:gz") as tar:
-                for path in sorted(staging.rglob("*")):
-                    tar.add(path, arcname=path.relative_to(staging).as_posix(), recursive=False, filter=normalise)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    def write(fh) -> None:
+        with tarfile.open(fileobj=fh, mode="w:gz") as tar:
+            for path in sorted(staging.rglob("*")):
+                tar.add(path, arcname=path.relative_to(staging).as_posix(), recursive=False, filter=normalise)
 
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    atomic_write(out, write)
 
 
 # === Unpacking ===

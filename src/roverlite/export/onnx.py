@@ -55,8 +55,8 @@ def keras_to_onnx(model: Any) -> Any:
     """A checked ``onnx.ModelProto`` of ``model`` with input ``[1, H, W, C]`` float32.
 
     Raises:
-        ValueError: the model does not have one fixed-size image input, or still has pruning wrappers.
-        onnx.checker.ValidationError: tf2onnx produced an invalid graph (a bug to report).
+        ValueError: the model does not have one fixed-size image input, still has pruning wrappers,
+            or tf2onnx left non-ONNX ops in the graph.
     """
     import onnx
     import tf2onnx
@@ -66,7 +66,14 @@ def keras_to_onnx(model: Any) -> Any:
     height, width, channels = check_exportable(model)
     signature = (tf.TensorSpec((1, height, width, channels), tf.float32, name=input_name(model)),)
     proto, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=OPSET)
-    onnx.checker.check_model(proto)
+    try:
+        onnx.checker.check_model(proto)
+    except onnx.checker.ValidationError as err:
+        # Seen with TFMOT QAT models: their FakeQuantWithMinMaxVars nodes stay TensorFlow ops.
+        raise ValueError(
+            f"tf2onnx produced an invalid ONNX graph for model {model.name!r}. Expected standard ONNX ops at "
+            f"opset {OPSET} (a QAT model exports to tflite_int8, not ONNX). Received: {str(err).splitlines()[0]}"
+        ) from None
     return proto
 
 

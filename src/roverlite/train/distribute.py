@@ -8,7 +8,8 @@ and names the worker, e.g. for two workers on one host::
                 "task": {"type": "worker", "index": 0}}' roverlite train --strategy multiworker ...
 
 (and ``"index": 1`` for the second). Worker 0 is the chief: it alone writes the run folder; the
-others write their checkpoints into ``DIR/.worker-<index>/`` as the strategy requires.
+others write their checkpoints and model into ``DIR/.worker-<index>/``: every worker must save,
+because reading synchronised variables to save them is itself a collective operation.
 """
 
 from __future__ import annotations

@@ -89,6 +89,16 @@ def _write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
 # === Training ===
 
 
+def _current_learning_rate(optimizer) -> float:
+    from roverlite._tf import keras
+
+    lr = optimizer.learning_rate
+    if callable(lr):
+        lr = lr(optimizer.iterations)
+    # get_value reads plain, mirrored (multi-GPU/worker) and schedule-produced values alike.
+    return float(keras.backend.get_value(lr))
+
+
 def _class_pixel_counts(masks: np.ndarray, num_classes: int) -> np.ndarray:
     counts = np.bincount(masks.reshape(-1), minlength=256)
     return counts[:num_classes].astype(np.float64)
@@ -150,7 +160,11 @@ def train(
     train_arrays = load_split(cfg.data, "train", progress=progress)
     val_arrays = load_split(cfg.data, "val", progress=progress)
     _prepare_run_dir(run_dir, cfg, resume, role.is_chief)
-    ckpt_dir = run_dir / "checkpoints" if role.is_chief else run_dir / f".worker-{role.task_index}"
+    # Non-chief workers write into a scratch folder of their own. They must still write: reading
+    # BatchNorm's moving statistics (sync-on-read variables) to save them is a collective
+    # all-reduce, so a save that only the chief made would desynchronise the workers.
+    work_dir = run_dir if role.is_chief else run_dir / f".worker-{role.task_index}"
+    ckpt_dir = work_dir / "checkpoints"
     keras.utils.set_random_seed(cfg.train.seed)
     if role.is_chief:
         atomic_write_json(run_dir / "splits.json", {"train": train_arrays.ids, "val": val_arrays.ids})
@@ -185,7 +199,7 @@ def train(
     from roverlite.train.evaluate import evaluate_arrays
     from roverlite.train.progress import EpochProgress
 
-    model_path = run_dir / "model.h5"
+    model_path = work_dir / "model.h5"
     started = time.perf_counter() - state.train_seconds
     images_seen = 0
     fit_seconds = 0.0
@@ -196,7 +210,9 @@ def train(
         dataset = epoch_dataset(epoch)
         bar = EpochProgress(epoch, cfg.train.epochs, enabled=progress and role.is_chief)
         t0 = time.perf_counter()
-        hist = model.fit(dataset, epochs=1, verbose=0, callbacks=[bar])
+        # A repeated dataset with a fixed step count: every worker of a multi-worker run then
+        # takes the same number of steps, whatever share of the last batch its shard holds.
+        hist = model.fit(dataset.repeat(), steps_per_epoch=steps, epochs=1, verbose=0, callbacks=[bar])
         epoch_seconds = time.perf_counter() - t0
         fit_seconds += epoch_seconds
         images_seen += bar.images_seen(cfg.train.batch_size)
@@ -209,7 +225,7 @@ def train(
             "val_miou": val["miou"],
             "val_per_class_iou": val["per_class_iou"],
             "val_pixel_accuracy": val["pixel_accuracy"],
-            "learning_rate": float(optimizer.learning_rate(optimizer.iterations)) if callable(optimizer.learning_rate) else float(optimizer.learning_rate),
+            "learning_rate": _current_learning_rate(optimizer),
             "seconds": round(epoch_seconds, 2),
         }
         state.history.append(row)
@@ -217,8 +233,7 @@ def train(
         miou = val["miou"] if val["miou"] is not None else float("-inf")
         if miou > state.best_miou:
             state.best_miou, state.best_epoch, state.epochs_without_improvement = miou, epoch + 1, 0
-            if role.is_chief:
-                save_model_file(model, model_path)
+            save_model_file(model, model_path)
         else:
             state.epochs_without_improvement += 1
         state.train_seconds = time.perf_counter() - started

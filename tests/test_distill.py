@@ -1,0 +1,118 @@
+"""Knowledge distillation: the KD loss against numpy, a frozen teacher, a student that learns."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from roverlite._tf import keras, tf
+from roverlite.compress.distill import DistillConfig, Distiller, distill, kd_loss
+from roverlite.train.losses import build_loss
+from roverlite.train.models import create_model
+
+SHAPE = (32, 32, 1)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _kd_reference(labels, student, teacher, t, ignore_index):
+    p_t, p_s = _softmax(teacher / t), _softmax(student / t)
+    kl = (p_t * (np.log(p_t) - np.log(p_s))).sum(axis=-1)
+    counted = (labels != ignore_index) & (labels >= 0) & (labels < student.shape[-1])
+    return t**2 * kl[counted].mean()
+
+
+def test_kd_loss_matches_numpy_reference_over_non_ignored_pixels():
+    rng = np.random.default_rng(0)
+    student = rng.normal(size=(2, 3, 3, 4)).astype("float32") * 3
+    teacher = rng.normal(size=(2, 3, 3, 4)).astype("float32") * 3
+    labels = rng.integers(0, 4, size=(2, 3, 3))
+    labels[0, 0] = 255  # ignored row
+    labels[1, 2, 2] = 7  # out of range: not counted either
+    got = kd_loss(labels, student, teacher, temperature=2.0, ignore_index=255).numpy()
+    want = _kd_reference(labels, student.astype(np.float64), teacher.astype(np.float64), 2.0, 255)
+    assert got == pytest.approx(want, rel=1e-5)
+    # The ignored pixels really are excluded: counting them changes the value.
+    assert got != pytest.approx(_kd_reference(np.zeros_like(labels), student, teacher, 2.0, 255), rel=1e-3)
+    # (B, H, W, 1) labels give the same.
+    assert kd_loss(labels[..., None], student, teacher, 2.0, 255).numpy() == pytest.approx(got)
+
+
+def test_kd_loss_is_zero_for_identical_logits_or_no_counted_pixel():
+    logits = np.random.default_rng(1).normal(size=(1, 2, 2, 3)).astype("float32")
+    assert kd_loss(np.zeros((1, 2, 2)), logits, logits, 4.0).numpy() == pytest.approx(0.0, abs=1e-6)
+    assert kd_loss(np.full((1, 2, 2), 255), logits, -logits, 4.0).numpy() == 0.0
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [({"temperature": 0.0}, "temperature > 0"), ({"alpha": 1.5}, "alpha in \\[0, 1\\]"), ({"feature_weight": -1.0}, "feature_weight >= 0")],
+)
+def test_distill_config_rejects_impossible_values(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        DistillConfig(**kwargs)
+
+
+def _toy_data() -> tf.data.Dataset:
+    # A learnable toy problem: the class is whether the pixel is bright; the top rows are unlabelled.
+    images = np.random.default_rng(2).normal(size=(16, *SHAPE)).astype("float32")
+    masks = (images[..., 0] > 0).astype("int32")
+    masks[:, :4] = 255
+    return tf.data.Dataset.from_tensor_slices((images, masks)).batch(8).repeat()
+
+
+class _EpochLosses(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.losses: list[float] = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.losses.append(float(logs["loss"]))
+
+
+@pytest.fixture(scope="module")
+def distilled():
+    keras.utils.set_random_seed(0)
+    teacher = create_model("unet_tiny", input_shape=SHAPE, num_classes=2, base_width=8)
+    student = create_model("unet_tiny", input_shape=SHAPE, num_classes=2, base_width=2)
+    teacher_before = [w.copy() for w in teacher.get_weights()]
+    student_before = [w.copy() for w in student.get_weights()]
+    record = _EpochLosses()
+    cfg = DistillConfig(temperature=2.0, alpha=0.5, feature_weight=0.1)
+    out = distill(
+        teacher, student, _toy_data(), _toy_data().take(1), cfg, epochs=4,
+        optimizer=keras.optimizers.Adam(1e-2), steps_per_epoch=2, callbacks=[record],
+    )
+    return teacher, teacher_before, student, student_before, out, record.losses
+
+
+def test_distill_leaves_teacher_bit_identical(distilled):
+    teacher, teacher_before, *_ = distilled
+    for a, b in zip(teacher_before, teacher.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert teacher.trainable  # restored after distilling
+
+
+def test_distill_trains_the_student(distilled):
+    _, _, student, student_before, out, losses = distilled
+    assert out is student
+    kernels = [i for i, w in enumerate(student.weights) if "kernel" in w.name]
+    assert all(not np.array_equal(student_before[i], student.get_weights()[i]) for i in kernels)
+    assert losses[-1] < losses[0]
+
+
+def test_distiller_rejects_student_with_other_classes():
+    teacher = create_model("unet_tiny", input_shape=SHAPE, num_classes=2)
+    student = create_model("unet_tiny", input_shape=SHAPE, num_classes=3)
+    with pytest.raises(ValueError, match="2 classes"):
+        Distiller(teacher, student, DistillConfig(), build_loss({"cross_entropy": 1.0}, 3))
+
+
+def test_distiller_feature_term_needs_matching_bottleneck_size():
+    teacher = create_model("unet_tiny", input_shape=SHAPE, num_classes=2)
+    student = create_model("unet_micro", input_shape=SHAPE, num_classes=2)  # depth 3 vs 2
+    with pytest.raises(ValueError, match="same height and width"):
+        Distiller(teacher, student, DistillConfig(feature_weight=1.0), build_loss({"cross_entropy": 1.0}, 2))
