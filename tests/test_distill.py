@@ -7,6 +7,7 @@ import pytest
 
 from roverlite._tf import keras, tf
 from roverlite.compress.distill import DistillConfig, Distiller, distill, kd_loss
+from roverlite.config import from_plain, to_plain
 from roverlite.train.losses import build_loss
 from roverlite.train.models import create_model
 
@@ -54,6 +55,11 @@ def test_kd_loss_is_zero_for_identical_logits_or_no_counted_pixel():
 def test_distill_config_rejects_impossible_values(kwargs, message):
     with pytest.raises(ValueError, match=message):
         DistillConfig(**kwargs)
+
+
+def test_distill_config_round_trips_through_plain_data():
+    cfg = DistillConfig(temperature=3.0, alpha=0.8, feature_weight=0.5, ignore_index=None, student_feature="x")
+    assert from_plain(DistillConfig, to_plain(cfg), "distill") == cfg
 
 
 def _toy_data() -> tf.data.Dataset:

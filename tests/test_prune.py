@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from compress_helpers import eager
 
 from roverlite._tf import keras, tf
 from roverlite.compress.prune import (
@@ -15,6 +16,7 @@ from roverlite.compress.prune import (
     strip,
     zipped_size,
 )
+from roverlite.config import from_plain, to_plain
 from roverlite.train.losses import build_loss
 from roverlite.train.models import create_model
 
@@ -38,15 +40,6 @@ def _loss():
     return build_loss({"cross_entropy": 1.0}, CLASSES)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def eager_fits():
-    # Tracing TFMOT's wrappers into a graph costs more than a few eager steps of a tiny model;
-    # the pruning logic is the same either way.
-    tf.config.run_functions_eagerly(True)
-    yield
-    tf.config.run_functions_eagerly(False)
-
-
 @pytest.fixture(scope="module")
 def half_pruned():
     """unet_tiny pruned to 50 % over 4 steps (mask updates at steps 2 and 4), then stripped."""
@@ -54,7 +47,8 @@ def half_pruned():
     before = [w.copy() for w in model.get_weights()]
     cfg = PruneConfig(target_sparsity=0.5, begin_fraction=0.0, end_fraction=1.0, frequency=2)
     pruned = prune(model, cfg, total_steps=4)
-    fine_tune_pruned(pruned, _dataset(), epochs=2, steps=2, loss=_loss(), optimizer=keras.optimizers.Adam(1e-3))
+    with eager():
+        fine_tune_pruned(pruned, _dataset(), epochs=2, steps=2, loss=_loss(), optimizer=keras.optimizers.Adam(1e-3))
     return model, before, pruned, strip(pruned)
 
 
@@ -92,7 +86,8 @@ def test_prune_zero_sparsity_is_noop():
 
     pruned = prune(model, cfg)
     # A zero learning rate isolates the masks: the one mask update (step 1) must keep every weight.
-    fine_tune_pruned(pruned, _dataset(), epochs=1, steps=1, loss=_loss(), optimizer=keras.optimizers.SGD(0.0))
+    with eager():
+        fine_tune_pruned(pruned, _dataset(), epochs=1, steps=1, loss=_loss(), optimizer=keras.optimizers.SGD(0.0))
     stripped = strip(pruned)
     np.testing.assert_equal([w.numpy() for w in stripped.trainable_weights], [w.numpy() for w in model.trainable_weights])
     assert all(zeros == 0.0 for _, zeros in sparsity_report(stripped))
@@ -144,3 +139,8 @@ def test_prune_schedule_fractions_snap_to_last_mask_update():
         cfg.resolve_steps(None)
     with pytest.raises(ValueError, match="at least one mask update"):
         cfg.resolve_steps(5)
+
+
+def test_prune_config_round_trips_through_plain_data():
+    cfg = PruneConfig(target_sparsity=0.6, schedule="constant", begin_step=10, end_step=110, skip_layers=["logits"])
+    assert from_plain(PruneConfig, to_plain(cfg), "prune") == cfg

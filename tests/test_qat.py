@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from compress_helpers import eager
 
 from roverlite._tf import keras, tf
 from roverlite.compress.prune import PruneConfig, fine_tune_pruned, prune, sparsity_report, strip
@@ -13,14 +14,6 @@ from roverlite.train.models import create_model
 
 SHAPE = (32, 32, 1)
 CLASSES = 4
-
-
-@pytest.fixture(scope="module", autouse=True)
-def eager_fits():
-    # A few eager steps of a tiny model cost less than tracing TFMOT's wrappers into a graph.
-    tf.config.run_functions_eagerly(True)
-    yield
-    tf.config.run_functions_eagerly(False)
 
 
 def _tiny_model(seed: int = 0, **overrides) -> keras.Model:
@@ -51,12 +44,14 @@ def _int8_tflite(model: keras.Model) -> bytes:
     return converter.convert()
 
 
+@pytest.mark.filterwarnings("ignore:Statistics for quantized inputs")
 def test_qat_model_trains_and_converts_to_int8_weights():
     model = _tiny_model()
     qat = quantize_aware(model)
     assert is_quantize_wrapped(qat) and not is_quantize_wrapped(model)
     before = [w.numpy().copy() for w in qat.trainable_weights]
-    history = fine_tune_qat(qat, _dataset(), epochs=1, steps=2, loss=_loss(), optimizer=keras.optimizers.Adam(1e-3))
+    with eager():
+        history = fine_tune_qat(qat, _dataset(), epochs=1, steps=2, loss=_loss(), optimizer=keras.optimizers.Adam(1e-3))
     assert np.isfinite(history.history["loss"]).all()
     assert any(not np.array_equal(a, w.numpy()) for a, w in zip(before, qat.trainable_weights))
 
@@ -78,7 +73,8 @@ def test_qat_model_trains_and_converts_to_int8_weights():
 def half_sparse():
     """unet_tiny pruned to 50 % in one step and stripped."""
     pruned = prune(_tiny_model(seed=1), PruneConfig(target_sparsity=0.5, schedule="constant", begin_step=0, end_step=1, frequency=1))
-    fine_tune_pruned(pruned, _dataset(), epochs=1, steps=1, loss=_loss(), optimizer=keras.optimizers.SGD(0.0))
+    with eager():
+        fine_tune_pruned(pruned, _dataset(), epochs=1, steps=1, loss=_loss(), optimizer=keras.optimizers.SGD(0.0))
     return strip(pruned)
 
 
@@ -89,7 +85,8 @@ def _pruned_layer_sparsity(model: keras.Model) -> dict[str, float]:
 def test_pqat_keeps_pruned_zeros_after_fine_tuning(half_sparse):
     assert min(_pruned_layer_sparsity(half_sparse).values()) >= 0.49
     pqat = quantize_aware(half_sparse, preserve_sparsity=True)
-    fine_tune_qat(pqat, _dataset(), epochs=1, steps=3, loss=_loss(), optimizer=keras.optimizers.Adam(1e-2))
+    with eager():
+        fine_tune_qat(pqat, _dataset(), epochs=1, steps=3, loss=_loss(), optimizer=keras.optimizers.Adam(1e-2))
     kept = _pruned_layer_sparsity(pqat)
     assert len(kept) == 12 and "dec0_up_tconv" in kept  # transpose convs too (TFMOT alone refuses them)
     for name, zeros in kept.items():
@@ -97,7 +94,8 @@ def test_pqat_keeps_pruned_zeros_after_fine_tuning(half_sparse):
 
     # Control: the same fine-tuning under plain QAT re-grows the pruned weights.
     qat = quantize_aware(half_sparse)
-    fine_tune_qat(qat, _dataset(), epochs=1, steps=3, loss=_loss(), optimizer=keras.optimizers.Adam(1e-2))
+    with eager():
+        fine_tune_qat(qat, _dataset(), epochs=1, steps=3, loss=_loss(), optimizer=keras.optimizers.Adam(1e-2))
     assert max(_pruned_layer_sparsity(qat).values()) < 0.25
 
 

@@ -30,6 +30,14 @@ _LAZY = {
     "count_macs": "roverlite.train.macs",
     "build_loss": "roverlite.train.losses",
     "StreamingConfusion": "roverlite.train.metrics",
+    "train": "roverlite.train.fit",
+    "PruneConfig": "roverlite.compress",
+    "prune": "roverlite.compress",
+    "strip": "roverlite.compress",
+    "structured_prune": "roverlite.compress",
+    "quantize_aware": "roverlite.compress",
+    "DistillConfig": "roverlite.compress",
+    "distill": "roverlite.compress",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -145,6 +145,10 @@ class Distiller(keras.Model):
     ``call`` runs the student. Metrics: ``loss`` (the total), ``kd_loss``, ``hard_loss`` and, when
     the feature term is on, ``feature_loss``; the same names prefixed ``val_`` on validation data.
     Build it once per run; the student is trained in place and is the model to keep.
+
+    Constructing it sets ``teacher.trainable = False`` (:func:`distill` restores the flag after).
+    The train step applies no loss scaling: use the float32 or mixed_bfloat16 policy, not
+    mixed_float16.
     """
 
     def __init__(

@@ -38,14 +38,14 @@ from pathlib import Path
 import numpy as np
 
 from roverlite._tf import keras, tf
-from roverlite.config import did_you_mean
 
-# TFMOT after roverlite._tf, so TensorFlow is already set up for Keras 2 when it loads.
-import tensorflow_model_optimization as tfmot  # noqa: E402  isort: skip
-from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry  # noqa: E402  isort: skip
-from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import (  # noqa: E402  isort: skip
-    PruneLowMagnitude,
-)
+# isort: split
+# TFMOT only after roverlite._tf, which selects Keras 2 before TensorFlow loads.
+import tensorflow_model_optimization as tfmot
+from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry
+from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import PruneLowMagnitude
+
+from roverlite.config import did_you_mean
 
 __all__ = [
     "SCHEDULES",

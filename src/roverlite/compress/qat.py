@@ -26,19 +26,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import ClassVar
 
 from roverlite._tf import keras, tf
 
-# TFMOT after roverlite._tf, so TensorFlow is already set up for Keras 2 when it loads.
-import tensorflow_model_optimization as tfmot  # noqa: E402  isort: skip
-from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.prune_preserve import (  # noqa: E402  isort: skip
+# isort: split
+# TFMOT only after roverlite._tf, which selects Keras 2 before TensorFlow loads.
+import tensorflow_model_optimization as tfmot
+from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.prune_preserve import (
     prune_preserve_quantize_registry as _pp_registry,
 )
-from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (  # noqa: E402  isort: skip
+from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
     default_8bit_quantize_registry as _default_registry,
 )
 
-from roverlite.compress.prune import is_pruning_wrapped  # noqa: E402
+from roverlite.compress.prune import is_pruning_wrapped
 
 __all__ = ["fine_tune_qat", "is_quantize_wrapped", "quantize_aware"]
 
@@ -53,7 +55,7 @@ _qkeras = tfmot.quantization.keras
 class _PrunePreserveRegistry(_pp_registry.Default8bitPrunePreserveQuantizeRegistry):
     """TFMOT's prune-preserving 8-bit registry plus Conv2DTranspose."""
 
-    _LAYERS_CONFIG_MAP = {
+    _LAYERS_CONFIG_MAP: ClassVar[dict] = {
         **_pp_registry.PrunePreserveQuantizeRegistry._LAYERS_CONFIG_MAP,
         keras.layers.Conv2DTranspose: _pp_registry._PrunePreserveInfo(
             ["kernel"], ["Default8BitConvTransposeQuantizeConfig"]

@@ -354,7 +354,7 @@ def _rebuild(model: keras.Model, graph: _Graph, kept: Mapping[int, np.ndarray]) 
     config = copy.deepcopy(graph.config)
     for spec in config["layers"]:
         if spec["class_name"] in _CONVS:
-            spec["config"]["filters"] = int(len(kept[graph.find(graph.conv_group[spec["name"]])]))
+            spec["config"]["filters"] = len(kept[graph.find(graph.conv_group[spec["name"]])])
         spec.pop("build_config", None)  # stale input shapes; the functional rebuild infers them
     thin = keras.Model.from_config(config)
     for layer in thin.layers:
@@ -384,7 +384,7 @@ def _sliced_weights(graph: _Graph, name: str, kept: Mapping[int, np.ndarray]) ->
 def _report(model, thin, graph, kept, ratios, criterion) -> StructuredReport:
     before, after = count_macs(model), count_macs(thin)
     filters = {
-        conv: (graph.group_size[group], int(len(kept[graph.find(group)]))) for conv, group in graph.conv_group.items()
+        conv: (graph.group_size[group], len(kept[graph.find(group)])) for conv, group in graph.conv_group.items()
     }
     widths_before, widths_after = [], []
     for level in range(graph.depth + 1):
