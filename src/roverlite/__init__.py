@@ -30,7 +30,6 @@ _LAZY = {
     "count_macs": "roverlite.train.macs",
     "build_loss": "roverlite.train.losses",
     "StreamingConfusion": "roverlite.train.metrics",
-    "train": "roverlite.train.fit",
     "PruneConfig": "roverlite.compress",
     "prune": "roverlite.compress",
     "strip": "roverlite.compress",

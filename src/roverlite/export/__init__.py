@@ -36,7 +36,6 @@ from roverlite.export.metadata import build_sidecar, collect_versions, write_sid
 from roverlite.export.source import (
     check_exportable,
     check_model_fits_config,
-    is_quantize_aware,
     load_source_model,
     model_file_sha256,
 )
@@ -102,7 +101,7 @@ def export_model(
         out_dir: output folder (created); artifacts are ``<name><suffix>``, e.g. ``unet_xs_int8.tflite``.
         data_cfg: classes, colours, ignore label, eval classes, image size, colour mode, mean/std.
         calibration_images: uint8 ``(N, H, W, C)`` at the model's size; required by int8 formats
-            (except ``tflite_int8`` of a TFMOT QAT model, whose learnt ranges are used).
+            (QAT models included: TF 2.21's converter insists on a representative dataset).
         check_images: uint8 ``(N, H, W, C)`` for the self-check (default: the first calibration
             images, else seeded noise).
         check_masks: uint8 ``(N, H, W)`` truth for ``check_images``; without it quantized formats
@@ -137,8 +136,7 @@ def export_model(
     hwc = check_exportable(model)
     check_model_fits_config(model, data_cfg)
     calibration = None
-    calibrated = [f for f in fmts if f.needs_calibration]
-    if calibrated and (calibration_images is not None or any(_needs_calibration(f, model) for f in calibrated)):
+    if any(f.needs_calibration for f in fmts):
         calibration = _normalised(_check_uint8(calibration_images, hwc, "calibration_images")[:representative_count], data_cfg)
     images, masks, check_source = _check_set(check_images, check_masks, calibration_images, hwc)
     name = _check_name(name if name is not None else model.name)
@@ -214,11 +212,6 @@ def _resolve_formats(formats: Sequence[str] | str) -> list[ExportFormat]:
     if duplicates:
         raise ValueError(f"Expected each export format once. Received: {duplicates} more than once.")
     return [get_format(n) for n in names]
-
-
-def _needs_calibration(fmt: ExportFormat, model: Any) -> bool:
-    # A QAT model carries learnt ranges, which the TFLite converter uses instead of calibration.
-    return fmt.needs_calibration and not (fmt.runtime == "litert" and is_quantize_aware(model))
 
 
 def _resolve_model(model_or_path: Any) -> tuple[Any, str | None, str | None]:

@@ -27,7 +27,6 @@ __all__ = [
     "check_model_fits_config",
     "input_hwc",
     "input_name",
-    "is_quantize_aware",
     "load_source_model",
     "model_file_sha256",
 ]
@@ -100,14 +99,6 @@ def check_exportable(model: Any) -> tuple[int, int, int]:
             f"Received: wrapped layers {pruned[:5]}."
         )
     return hwc
-
-
-def is_quantize_aware(model: Any) -> bool:
-    """Whether ``model`` carries TFMOT QAT wrappers (its int8 ranges are learnt, not calibrated).
-
-    Matched by class name so that plain models never import TFMOT.
-    """
-    return any(type(layer).__name__.startswith("QuantizeWrapper") for layer in getattr(model, "layers", ()))
 
 
 def input_name(model: Any) -> str:

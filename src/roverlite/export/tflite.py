@@ -28,7 +28,6 @@ from roverlite.export.source import (
     batch_one_function,
     check_calibration,
     check_exportable,
-    is_quantize_aware,
 )
 
 __all__ = [
@@ -91,9 +90,8 @@ def convert_tflite(model: Any, precision: str, calibration: Any = None, int8_io:
     Args:
         model: a tf_keras model with one ``(batch, H, W, C)`` input (converted at batch 1).
         precision: ``float32``, ``float16``, ``dynamic`` or ``int8``.
-        calibration: normalised float32 ``(N, H, W, C)`` images; required for ``int8`` unless the
-            model is quantization-aware (TFMOT QAT: its fake-quant ranges are used); every image is
-            fed to the converter's representative dataset.
+        calibration: normalised float32 ``(N, H, W, C)`` images; required for ``int8`` (QAT
+            models included), where every one of them is fed to the representative dataset.
         int8_io: for ``int8``: int8 input and output tensors (``False`` = float32 I/O with
             QUANTIZE / DEQUANTIZE at the edges).
 
@@ -104,8 +102,7 @@ def convert_tflite(model: Any, precision: str, calibration: Any = None, int8_io:
     if precision not in TFLITE_PRECISIONS:
         raise ValueError(f"Expected precision in {TFLITE_PRECISIONS}. Received: precision={precision!r}.")
     hwc = check_exportable(model)
-    learnt_ranges = precision == "int8" and calibration is None and is_quantize_aware(model)
-    if precision == "int8" and not learnt_ranges:
+    if precision == "int8":
         calibration = check_calibration(calibration, hwc)
     from roverlite._tf import tf
 
@@ -115,9 +112,10 @@ def convert_tflite(model: Any, precision: str, calibration: Any = None, int8_io:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if precision == "float16":
         converter.target_spec.supported_types = [tf.float16]
-    if precision == "int8" and not learnt_ranges:
-        converter.representative_dataset = lambda: _representative(calibration)
     if precision == "int8":
+        # Needed for QAT models too: TF 2.21's converter does not detect TFMOT's FakeQuant ops
+        # ("a representative_dataset must be specified"); their learnt ranges are still kept.
+        converter.representative_dataset = lambda: _representative(calibration)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         if int8_io:
             converter.inference_input_type = tf.int8
