@@ -142,7 +142,7 @@ def test_hash_mismatch_is_refused_showing_both_hashes(exports, tmp_path):
 def test_missing_sidecar_is_refused_naming_the_expected_path(exports, tmp_path):
     artifact = tmp_path / "lonely.tflite"
     shutil.copyfile(exports["tflite"].path, artifact)
-    with pytest.raises(FileNotFoundError, match="lonely.tflite.json"):
+    with pytest.raises(FileNotFoundError, match="lonely.json"):
         Segmenter(artifact)
 
 
@@ -333,8 +333,8 @@ def test_bundle_round_trip_runs_on_a_device_without_roverlite_or_tensorflow(expo
     ids = [f"scene{i}" for i in range(6)]
     archive = make_bundle(exports["tflite_int8"].path, tmp_path / "tiny_int8.tar.gz", images, masks, ids)
     folder = unpack_bundle(archive, tmp_path / "robot")
-    assert {"run.py", "requirements-device.txt", "testpack.npz", "bundle.json", "tiny_int8.tflite",
-            "tiny_int8.tflite.json"} <= {p.name for p in folder.iterdir()}
+    assert {"run.py", "requirements-device.txt", "testpack.npz", "bundle.json", "tiny_tflite_int8.tflite",
+            "tiny_tflite_int8.json"} <= {p.name for p in folder.iterdir()}
     requirements = (folder / "requirements-device.txt").read_text()
     assert "ai-edge-litert==" in requirements and "onnxruntime==" in requirements and "numpy==" in requirements
     assert load_testpack(folder / "testpack.npz").ids == tuple(ids)

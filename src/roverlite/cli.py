@@ -115,24 +115,104 @@ def _print_iou_table(result: dict) -> None:
     print(f"  {'mIoU':<{width}}  {'  n/a' if miou is None else f'{miou:.4f}'}")
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    from roverlite.io import atomic_write_json
-    from roverlite.train.evaluate import evaluate_model
+ARTIFACT_SUFFIXES = (".tflite", ".onnx")
 
-    model = Path(args.model)
-    if args.config is None and model.is_dir() and (model / "config.yaml").is_file():
-        args.config = model / "config.yaml"
+
+def _run_config(args: argparse.Namespace, model: Path, extra: Sequence[str] = ()):
+    """The config for a model: --config, else the run folder's config.yaml (model file or folder)."""
+    if args.config is None:
+        folder = model if model.is_dir() else model.parent
+        if (folder / "config.yaml").is_file():
+            args.config = folder / "config.yaml"
     if args.config is None:
         raise ValueError(
-            "eval of a Keras model needs --config (or a run folder holding config.yaml). "
-            f"Received: {str(model)!r} without --config."
+            "A Keras model needs --config (or a run folder holding config.yaml) for its classes and "
+            f"normalisation. Received: {str(model)!r} without --config."
         )
-    cfg = _config_from_args(args, _data_overrides(args.data))
-    result = evaluate_model(model, cfg, split=args.split)
+    return _config_from_args(args, extra)
+
+
+def _artifact_data_config(artifact: Path, data: str | None):
+    """A DataConfig for evaluating ``artifact`` on ``data``: classes and input come from its sidecar."""
+    from roverlite.config import DataConfig
+    from roverlite.deploy.sidecar import read_sidecar
+
+    if data is None:
+        raise ValueError(f"eval of an artifact needs --data DIR_OR_NPZ. Received: {str(artifact)!r} without --data.")
+    meta = read_sidecar(artifact)
+    if data == "synthetic":
+        fmt, path = "synthetic", None
+    else:
+        fmt = "npz" if str(data).lower().endswith(".npz") else "folder"
+        path = str(Path(data).expanduser().resolve())
+    return DataConfig(
+        format=fmt,
+        path=path,
+        classes=tuple(meta.classes),
+        colors=tuple(tuple(c) for c in meta.class_colors),
+        ignore_index=meta.ignore_index,
+        eval_classes=tuple(meta.classes[i] for i in meta.eval_class_ids),
+        image_size=tuple(meta.input.shape[1:3]),
+        color_mode=meta.color_mode,
+        mean=tuple(meta.mean),
+        std=tuple(meta.std),
+    )
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from roverlite.io import atomic_write_json
+
+    model = Path(args.model)
+    if model.suffix.lower() in ARTIFACT_SUFFIXES:
+        from roverlite.export.dataset import evaluate_artifact_on_split
+
+        data_cfg = _artifact_data_config(model, args.data)
+        result = evaluate_artifact_on_split(model, data_cfg, split=args.split, threads=args.threads,
+                                            progress=not args.quiet)
+    else:
+        from roverlite.train.evaluate import evaluate_model
+
+        cfg = _run_config(args, model, _data_overrides(args.data))
+        result = evaluate_model(model, cfg, split=args.split)
     _print_iou_table(result)
     if args.json:
         atomic_write_json(args.json, result)
         print(f"\nresults written to {args.json}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from roverlite.export.dataset import export_from_config
+
+    model = Path(args.model)
+    cfg = _run_config(args, model, _data_overrides(args.calibration_data))
+    results = export_from_config(
+        model if not model.is_dir() else model / "model.h5",
+        args.format,
+        args.out,
+        cfg.data,
+        max_check_images=args.check_images,
+        representative_count=args.representative_count,
+        int8_io=not args.float_io,
+        name=args.name,
+        recipe={"source": "roverlite export", "model": cfg.model.name},
+        progress=not args.quiet,
+    )
+    width = max(len(r.format) for r in results)
+    for r in results:
+        status = "ok" if r.passed else "CHECK FAILED"
+        print(f"  {r.format:<{width}}  {r.size_bytes:>10,} B  {status:<12}  {r.path}")
+    return 0 if all(r.passed for r in results) else EXIT_FINDINGS
+
+
+def cmd_bundle(args: argparse.Namespace) -> int:
+    from roverlite.export.dataset import bundle_from_split
+
+    artifact = Path(args.artifact)
+    data_cfg = _artifact_data_config(artifact, args.data)
+    out = bundle_from_split(artifact, args.out, data_cfg, split=args.split, max_images=args.images,
+                            progress=not args.quiet)
+    print(f"bundle written to {out}")
     return 0
 
 
@@ -184,13 +264,40 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     tr.set_defaults(func=cmd_train)
 
-    ev = sub.add_parser("eval", help="per-class IoU of a trained model on a split")
-    ev.add_argument("model", help="model.h5 or a run folder")
+    ev = sub.add_parser(
+        "eval",
+        help="per-class IoU of a Keras model, or of a .tflite/.onnx artifact through the device runtime",
+        description="Evaluate a model on a split. For a .tflite/.onnx artifact the classes, input size and "
+        "normalisation come from its sidecar and it runs through roverlite.deploy, as on the robot.",
+    )
+    ev.add_argument("model", help="model.h5, a run folder, or an exported .tflite/.onnx artifact")
     _add_config_options(ev)
-    ev.add_argument("--data", help="dataset folder or .npz (overrides data.path)")
+    ev.add_argument("--data", help="dataset folder, .npz or 'synthetic' (overrides data.path; required for artifacts)")
     ev.add_argument("--split", choices=["val", "train", "all"], default="val", help="'all' ignores splits.json")
+    ev.add_argument("--threads", type=int, help="runtime threads for an artifact (default: runtime's choice)")
     ev.add_argument("--json", type=Path, help="write miou, per_class_iou and confusion_matrix as JSON")
     ev.set_defaults(func=cmd_eval)
+
+    ex = sub.add_parser("export", help="export a Keras model to TFLite / ONNX artifacts with self-checks")
+    ex.add_argument("model", help="model.h5 or a run folder")
+    _add_config_options(ex)
+    ex.add_argument("--format", "-f", nargs="+", required=True, metavar="F",
+                    help="one or more of: tflite tflite_fp16 tflite_dynamic tflite_int8 onnx onnx_int8")
+    ex.add_argument("--out", type=Path, required=True, help="output folder for <name>_<format>.<ext> + .json")
+    ex.add_argument("--calibration-data", help="dataset for calibration and self-check (default: the config's)")
+    ex.add_argument("--representative-count", type=int, default=100, help="calibration images for int8 (default 100)")
+    ex.add_argument("--check-images", type=int, default=32, help="validation images for the self-check (default 32)")
+    ex.add_argument("--float-io", action="store_true", help="tflite_int8 with float input/output instead of int8")
+    ex.add_argument("--name", help="artifact base name (default: the model's name)")
+    ex.set_defaults(func=cmd_export)
+
+    bu = sub.add_parser("bundle", help="pack an artifact, its sidecar, the device runner and a test pack")
+    bu.add_argument("artifact", help="an exported .tflite or .onnx (with its sidecar)")
+    bu.add_argument("--data", required=True, help="dataset to draw the test pack from")
+    bu.add_argument("--split", choices=["val", "train", "all"], default="val")
+    bu.add_argument("--images", type=int, default=32, help="test-pack size (default 32)")
+    bu.add_argument("--out", type=Path, required=True, help="a folder, or a .tar.gz file")
+    bu.set_defaults(func=cmd_bundle)
 
     config = sub.add_parser("config", help="show configs").add_subparsers(dest="config_command", metavar="ACTION")
     config.required = True

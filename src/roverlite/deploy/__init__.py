@@ -8,7 +8,7 @@ one runtime. The package also runs without a roverlite install: :func:`make_bund
 
 Example:
     >>> from roverlite.deploy import Segmenter
-    >>> seg = Segmenter("exports/unet_xs_int8.tflite", threads=2)  # doctest: +SKIP
+    >>> seg = Segmenter("exports/unet_xs_tflite_int8.tflite", threads=2)  # doctest: +SKIP
     >>> mask = seg.predict(image)                                   # doctest: +SKIP
 """
 

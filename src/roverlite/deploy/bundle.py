@@ -14,9 +14,9 @@ A bundle holds::
 archive cannot write outside the folder it is unpacked into.
 
 Example:
-    >>> make_bundle("exports/unet_xs_int8.tflite", "unet_xs_int8.tar.gz", images, masks, ids)  # doctest: +SKIP
+    >>> make_bundle("exports/unet_xs_tflite_int8.tflite", "unet_xs_tflite_int8.tar.gz", images, masks, ids)  # doctest: +SKIP
     >>> # on the robot:  python -c "from roverlite.deploy.bundle import unpack_bundle; ..."
-    >>> # or simply:     mkdir b && tar -xzf unet_xs_int8.tar.gz -C b && python b/run.py
+    >>> # or simply:     mkdir b && tar -xzf unet_xs_tflite_int8.tar.gz -C b && python b/run.py
 """
 
 from __future__ import annotations

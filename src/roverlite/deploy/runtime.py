@@ -12,7 +12,7 @@ a graph, and every error the runtime raises while loading is turned into a ``Val
 the file. A damaged model therefore fails with a message, not a crash deep inside a C++ kernel.
 
 Example:
-    >>> runner = load_runner("unet_xs_int8.tflite", threads=2)  # doctest: +SKIP
+    >>> runner = load_runner("unet_xs_tflite_int8.tflite", threads=2)  # doctest: +SKIP
     >>> logits = runner.run(normalized_batch)                   # float32 (N, H, W, K)
 """
 

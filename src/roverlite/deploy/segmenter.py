@@ -17,7 +17,7 @@ not guessed at). Channel rule, as in the training loader:
 * any other channel count (2, 4 = RGBA, ...): refused.
 
 Example:
-    >>> seg = Segmenter("exports/unet_xs_int8.tflite", threads=2)  # doctest: +SKIP
+    >>> seg = Segmenter("exports/unet_xs_tflite_int8.tflite", threads=2)  # doctest: +SKIP
     >>> mask = seg.predict(frame)                                   # (H, W) uint8 class ids
     >>> Image.fromarray(seg.overlay(frame, mask)).save("overlay.png")
 """

@@ -1,8 +1,8 @@
 """The JSON sidecar beside every artifact: parse it strictly, and refuse artifacts it does not match.
 
-An artifact ``unet_xs_int8.tflite`` has its sidecar at ``unet_xs_int8.tflite.json``: the whole
-file name plus ``.json``, because one export folder holds ``unet_xs_int8.tflite`` and
-``unet_xs_int8.onnx`` side by side and dropping the suffix would make their sidecars collide.
+An artifact ``unet_xs_tflite_int8.tflite`` has its sidecar at ``unet_xs_tflite_int8.json``. Export
+names every artifact ``<model>_<format>.<ext>``, so the artifacts of one model never share a stem
+and their sidecars never collide.
 
 The sidecar says everything a device needs to run the artifact without the training config:
 classes and colours, the ignore label and the classes scored in mIoU, the input shape, dtype,
@@ -194,9 +194,8 @@ class Sidecar:
 
 
 def sidecar_path(artifact: str | os.PathLike) -> Path:
-    """Where the sidecar of ``artifact`` lives: the artifact's path plus ``.json``."""
-    artifact = Path(artifact)
-    return artifact.with_name(artifact.name + ".json")
+    """Where the sidecar of ``artifact`` lives: the same stem with ``.json`` (``m_tflite_int8.json``)."""
+    return Path(artifact).with_suffix(".json")
 
 
 def sha256_bytes(content: bytes) -> str:

@@ -98,7 +98,7 @@ def export_model(
     Args:
         model_or_path: a functional tf_keras model, or a ``model.h5`` / run folder.
         formats: format names from :func:`list_formats` (a single name is accepted too).
-        out_dir: output folder (created); artifacts are ``<name><suffix>``, e.g. ``unet_xs_int8.tflite``.
+        out_dir: output folder (created); artifacts are ``<name><suffix>``, e.g. ``unet_xs_tflite_int8.tflite``.
         data_cfg: classes, colours, ignore label, eval classes, image size, colour mode, mean/std.
         calibration_images: uint8 ``(N, H, W, C)`` at the model's size; required by int8 formats
             (QAT models included: TF 2.21's converter insists on a representative dataset).

@@ -40,7 +40,8 @@ class ExportFormat:
 
     Attributes:
         name: the key users type (``tflite_int8``).
-        suffix: appended to the model name to form the file name (``_int8.tflite``).
+        suffix: appended to the model name to form the file name (``_tflite_int8.tflite``): the format's name is in every file name, so
+            artifacts of one model never share a stem and each has its own ``<stem>.json`` sidecar.
         convert: ``convert(model, calibration, int8_io) -> bytes``.
         needs_calibration: whether ``convert`` needs normalised calibration images.
         runtime: the device runtime that reads the artifact (``litert`` or ``onnxruntime``).
@@ -76,27 +77,27 @@ FORMATS: Mapping[str, ExportFormat] = MappingProxyType(
         f.name: f
         for f in (
             ExportFormat(
-                "tflite", ".tflite", tflite_export.convert_float32, False, "litert", "float32",
+                "tflite", "_tflite.tflite", tflite_export.convert_float32, False, "litert", "float32",
                 "TFLite float32, builtin ops only",
             ),
             ExportFormat(
-                "tflite_fp16", "_fp16.tflite", tflite_export.convert_float16, False, "litert", "float16",
+                "tflite_fp16", "_tflite_fp16.tflite", tflite_export.convert_float16, False, "litert", "float16",
                 "TFLite with float16 weights (half the size; Jetson/GPU delegates run it in fp16)",
             ),
             ExportFormat(
-                "tflite_dynamic", "_dynamic.tflite", tflite_export.convert_dynamic, False, "litert", "dynamic",
+                "tflite_dynamic", "_tflite_dynamic.tflite", tflite_export.convert_dynamic, False, "litert", "dynamic",
                 "TFLite dynamic range: int8 weights, float activations, no calibration",
             ),
             ExportFormat(
-                "tflite_int8", "_int8.tflite", tflite_export.convert_int8, True, "litert", "int8",
+                "tflite_int8", "_tflite_int8.tflite", tflite_export.convert_int8, True, "litert", "int8",
                 "TFLite full integer: int8 weights and activations, int8 (or float) I/O",
             ),
             ExportFormat(
-                "onnx", ".onnx", onnx_export.convert_float32, False, "onnxruntime", "float32",
+                "onnx", "_onnx.onnx", onnx_export.convert_float32, False, "onnxruntime", "float32",
                 "ONNX opset 17 float32 via tf2onnx",
             ),
             ExportFormat(
-                "onnx_int8", "_int8.onnx", onnx_export.convert_int8, True, "onnxruntime", "int8",
+                "onnx_int8", "_onnx_int8.onnx", onnx_export.convert_int8, True, "onnxruntime", "int8",
                 "ONNX static int8 (QDQ, per-channel 7-bit weights), float I/O",
             ),
         )

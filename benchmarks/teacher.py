@@ -1,0 +1,109 @@
+"""Train the teacher of a config and record whether it meets its accuracy target.
+
+    python benchmarks/teacher.py --config configs/mars.yaml
+    python benchmarks/teacher.py --config configs/cropweed.yaml
+
+Writes ``benchmarks/results/teacher_<dataset>.json`` with the validation ``miou``,
+``per_class_iou``, ``confusion_matrix``, ``train_seconds``, ``images_per_second``, ``params``,
+``macs``, the targets and whether they were met, the host, and the command that reproduces it.
+Targets (issue 3): AI4Mars mIoU >= 0.72 and big-rock IoU >= 0.35; CWFID mean(crop, weed) >= 0.60.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from roverlite.config import load_config
+from roverlite.io import atomic_write_json
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+# dataset -> list of (description, function of per-class IoU + mIoU -> value, minimum)
+TARGETS = {
+    "ai4mars": [
+        ("miou", lambda r: r["miou"], 0.72),
+        ("big_rock_iou", lambda r: r["per_class_iou"]["big_rock"], 0.35),
+    ],
+    "cwfid": [
+        ("mean_crop_weed_iou", lambda r: (r["per_class_iou"]["crop"] + r["per_class_iou"]["weed"]) / 2, 0.60),
+    ],
+}
+
+
+def dataset_name(data_path: str | None) -> str:
+    return Path(data_path or "synthetic").name.split("-")[0].lower()
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def check_targets(name: str, result: dict) -> list[dict]:
+    rows = []
+    for what, value_of, minimum in TARGETS.get(name, []):
+        try:
+            value = value_of(result)
+        except (KeyError, TypeError):
+            value = None
+        rows.append({"target": what, "minimum": minimum, "value": value, "met": value is not None and value >= minimum})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--out", type=Path, help="run folder (default: runs/bench/teacher_<dataset>)")
+    parser.add_argument("--resume", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname).1s %(name)s: %(message)s")
+
+    from roverlite.train.fit import train
+
+    cfg = load_config(args.config, overrides=args.overrides)
+    name = dataset_name(cfg.data.path)
+    out = args.out or Path("runs") / "bench" / f"teacher_{name}"
+    started = time.perf_counter()
+    result = train(cfg, out, resume=args.resume)
+    summary = dict(result.summary)
+    record = {
+        "dataset": name,
+        "config": str(args.config),
+        "model": cfg.model.name,
+        "miou": summary["miou"],
+        "per_class_iou": summary["per_class_iou"],
+        "confusion_matrix": summary["confusion_matrix"],
+        "train_seconds": summary["train_seconds"],
+        "images_per_second": summary["images_per_second"],
+        "params": summary["params"],
+        "macs": summary["macs"],
+        "best_epoch": summary["best_epoch"],
+        "epochs_run": summary["epochs_run"],
+        "targets": check_targets(name, summary),
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "host": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},
+        "run_dir": str(out),
+        "command": " ".join(shlex.quote(a) for a in ["python", "benchmarks/teacher.py", *sys.argv[1:]]),
+    }
+    path = atomic_write_json(RESULTS / f"teacher_{name}.json", record)
+    for row in record["targets"]:
+        print(f"{row['target']}: {row['value']} (minimum {row['minimum']}) -> {'met' if row['met'] else 'NOT met'}")
+    print(f"written {path}")
+    return 0 if all(r["met"] for r in record["targets"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
