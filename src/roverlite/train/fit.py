@@ -207,6 +207,14 @@ def train(
         if cfg.train.patience is not None and state.epochs_without_improvement >= cfg.train.patience:
             log.info("early stop: val mIoU did not improve for %d epochs", cfg.train.patience)
             break
+        import os as _os
+        _v = _os.environ.get("RL_EXP", "")
+        if _v in ("E1", "E2"):
+            keras.utils.set_random_seed(cfg.train.seed * 100_003 + epoch)
+        if _v == "E2":
+            model.make_train_function(force=True)
+        if _v == "E3":
+            keras.utils.set_random_seed(cfg.train.seed)
         dataset = epoch_dataset(epoch)
         bar = EpochProgress(epoch, cfg.train.epochs, enabled=progress and role.is_chief)
         t0 = time.perf_counter()
