@@ -132,9 +132,12 @@ def _run_config(args: argparse.Namespace, model: Path, extra: Sequence[str] = ()
     return _config_from_args(args, extra)
 
 
-def _artifact_data_config(artifact: Path, data: str | None):
-    """A DataConfig for evaluating ``artifact`` on ``data``: classes and input come from its sidecar."""
-    from roverlite.config import DataConfig
+def _artifact_data_config(artifact: Path, data: str | None, overrides: Sequence[str] = ()):
+    """A DataConfig for evaluating ``artifact`` on ``data``: classes and input come from its sidecar.
+
+    ``--set data.KEY=VALUE`` overrides still apply (e.g. a split seed or an image cap).
+    """
+    from roverlite.config import Config, apply_overrides
     from roverlite.deploy.sidecar import read_sidecar
 
     if data is None:
@@ -145,18 +148,19 @@ def _artifact_data_config(artifact: Path, data: str | None):
     else:
         fmt = "npz" if str(data).lower().endswith(".npz") else "folder"
         path = str(Path(data).expanduser().resolve())
-    return DataConfig(
-        format=fmt,
-        path=path,
-        classes=tuple(meta.classes),
-        colors=tuple(tuple(c) for c in meta.class_colors),
-        ignore_index=meta.ignore_index,
-        eval_classes=tuple(meta.classes[i] for i in meta.eval_class_ids),
-        image_size=tuple(meta.input.shape[1:3]),
-        color_mode=meta.color_mode,
-        mean=tuple(meta.mean),
-        std=tuple(meta.std),
-    )
+    raw = {"data": {
+        "format": fmt,
+        "path": path,
+        "classes": list(meta.classes),
+        "colors": [list(c) for c in meta.class_colors],
+        "ignore_index": meta.ignore_index,
+        "eval_classes": [meta.classes[i] for i in meta.eval_class_ids],
+        "image_size": list(meta.input.shape[1:3]),
+        "color_mode": meta.color_mode,
+        "mean": list(meta.mean),
+        "std": list(meta.std),
+    }}
+    return Config.from_dict(apply_overrides(raw, overrides)).data
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -166,7 +170,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if model.suffix.lower() in ARTIFACT_SUFFIXES:
         from roverlite.export.dataset import evaluate_artifact_on_split
 
-        data_cfg = _artifact_data_config(model, args.data)
+        data_cfg = _artifact_data_config(model, args.data, args.overrides)
         result = evaluate_artifact_on_split(model, data_cfg, split=args.split, threads=args.threads,
                                             progress=not args.quiet)
     else:
@@ -209,7 +213,7 @@ def cmd_bundle(args: argparse.Namespace) -> int:
     from roverlite.export.dataset import bundle_from_split
 
     artifact = Path(args.artifact)
-    data_cfg = _artifact_data_config(artifact, args.data)
+    data_cfg = _artifact_data_config(artifact, args.data, args.overrides)
     out = bundle_from_split(artifact, args.out, data_cfg, split=args.split, max_images=args.images,
                             progress=not args.quiet)
     print(f"bundle written to {out}")
@@ -297,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     bu.add_argument("--split", choices=["val", "train", "all"], default="val")
     bu.add_argument("--images", type=int, default=32, help="test-pack size (default 32)")
     bu.add_argument("--out", type=Path, required=True, help="a folder, or a .tar.gz file")
+    bu.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a data setting, e.g. --set data.split_seed=1")
     bu.set_defaults(func=cmd_bundle)
 
     config = sub.add_parser("config", help="show configs").add_subparsers(dest="config_command", metavar="ACTION")
