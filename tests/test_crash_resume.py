@@ -2,7 +2,13 @@
 
 The slow test kills a real ``roverlite train`` process in the middle of an epoch (after at least
 one checkpoint), resumes it with ``--resume``, and compares it with an uninterrupted run of the
-same config. The fast tests plant the folder states a kill during a checkpoint swap can leave.
+same config: bit for bit, every weight, BatchNorm statistic, Adam moment and metric. That holds on
+CPU because every source of randomness is re-derived on resume: the data order and augmentation
+from (train.seed, epoch), initial weights from train.seed, and dropout's stateful random ops,
+whose state tf_keras leaves out of checkpoints, by the per-epoch restart in ``fit.train``. (Bit
+equality is for one machine; another core count may order float reductions differently.)
+
+The fast tests plant the folder states that a kill during a checkpoint swap can leave.
 """
 
 from __future__ import annotations
@@ -24,8 +30,10 @@ from roverlite.config import load_config
 EPOCHS = 4
 # 32x32 unet_tiny, batch 4: 600 scenes (420 for training) make ~105 steps an epoch, about a second,
 # long enough to land a kill inside one; few scenes would finish epochs between two polls.
+# Dropout is on so that the comparison covers TensorFlow's stateful random ops as well.
 TRAIN_SETTINGS = [
     "model.name=unet_tiny",
+    "model.overrides={dropout: 0.2}",
     "data.image_size=[32, 32]",
     "data.synthetic_count=600",
     "train.batch_size=4",
@@ -68,7 +76,8 @@ def kill_mid_epoch(proc: subprocess.Popen, run: Path, log: Path, timeout: float 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            pytest.fail(f"training finished (exit {proc.returncode}) before it could be killed:\n{log.read_text()[-2000:]}")
+            tail = log.read_text()[-2000:]
+            pytest.fail(f"training finished (exit {proc.returncode}) before it could be killed:\n{tail}")
         done = checkpoint_epoch(run)
         at = running_batch(log)
         if done >= 1 and at is not None and at[0] == done + 1 and 0 < at[1] < at[2] * 3 // 4:
@@ -112,7 +121,7 @@ def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(tmp_path):
 
     crashed = tmp_path / "crashed"
     proc = start_training(crashed, tmp_path / "crash.log")
-    epoch, batch, batches = kill_mid_epoch(proc, crashed, tmp_path / "crash.log")
+    epoch = kill_mid_epoch(proc, crashed, tmp_path / "crash.log")[0]
     # The kill landed inside epoch `epoch`, after the checkpoint of the one before it.
     assert checkpoint_epoch(crashed) == epoch - 1
     assert [row["epoch"] for row in read_metrics(crashed)] == list(range(1, epoch))
@@ -124,7 +133,7 @@ def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(tmp_path):
     assert leftovers(crashed) == []
     assert checkpoint_epoch(crashed) == EPOCHS
 
-    # Bit-equal, not close: see the module docstring of roverlite.train.fit for why resume is exact.
+    # Bit-equal, not close (see the module docstring).
     expected = read_metrics(reference)
     for got, want in zip(history, expected):
         for key in ("loss", "val_miou", "val_per_class_iou", "val_pixel_accuracy", "learning_rate"):
@@ -133,3 +142,134 @@ def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(tmp_path):
     assert final.keys() == reference_final.keys() and len(final) > 10
     for name, value in reference_final.items():
         np.testing.assert_array_equal(final[name], value, err_msg=name)
+
+
+# === A kill during the checkpoint swap (fast) ===
+
+
+def _small_model():
+    from roverlite.train.fit import _build
+
+    cfg = load_config(None, overrides=["model.name=unet_tiny", "data.image_size=[16, 16]"])
+    return _build(cfg, steps_per_epoch=1, class_weights=np.ones(4))
+
+
+@pytest.fixture(scope="module")
+def epoch3_checkpoint(tmp_path_factory):
+    """A ``checkpoints`` folder holding epoch 3 of a model with distinctive weights; and the weights."""
+    from roverlite.train.checkpoint import TrainState, save_checkpoint
+
+    model, optimizer = _small_model()
+    rng = np.random.default_rng(0)
+    model.set_weights([rng.standard_normal(w.shape).astype(w.dtype) for w in model.get_weights()])
+    optimizer.iterations.assign(7)
+    folder = tmp_path_factory.mktemp("template") / "checkpoints"
+    state = TrainState(epoch=3, best_miou=0.5, best_epoch=2, history=[{"epoch": k} for k in (1, 2, 3)])
+    save_checkpoint(folder, model, optimizer, state)
+    return folder, model.get_weights()
+
+
+@pytest.fixture(scope="module")
+def blank_model():
+    return _small_model()
+
+
+def _plant(template: Path, dest: Path, layout: str) -> Path:
+    """Copy the template checkpoint folder to ``dest`` and rearrange it as a kill would leave it."""
+    import shutil
+
+    shutil.copytree(template, dest)
+    if layout == "old-last":  # killed between the two renames of save_checkpoint
+        (dest / "last").rename(dest / ".old-last")
+        (dest / ".tmp-killed").mkdir()
+        (dest / ".tmp-killed" / "ckpt.index").write_bytes(b"half")
+    elif layout == "stale-tmp":  # killed after writing a complete temporary, before renaming it
+        shutil.copytree(dest / "last", dest / ".tmp-killed")
+        state = json.loads((dest / ".tmp-killed" / "state.json").read_text())
+        (dest / ".tmp-killed" / "state.json").write_text(json.dumps({**state, "epoch": 4}))
+    return dest
+
+
+def _load_into(blank_model, path: Path):
+    from roverlite.train.checkpoint import load_checkpoint
+
+    model, optimizer = blank_model
+    model.set_weights([np.zeros_like(w) for w in model.get_weights()])
+    optimizer.iterations.assign(0)
+    return load_checkpoint(path, model, optimizer)
+
+
+@pytest.mark.parametrize("layout, found", [("old-last", ".old-last"), ("stale-tmp", "last")])
+def test_checkpoint_left_by_a_kill_mid_swap_is_found_and_restores_epoch_3(
+    epoch3_checkpoint, blank_model, tmp_path, layout, found
+):
+    from roverlite.train.checkpoint import find_checkpoint
+
+    template, weights = epoch3_checkpoint
+    folder = _plant(template, tmp_path / "checkpoints", layout)
+    path = find_checkpoint(folder)
+    assert path == folder / found
+    state = _load_into(blank_model, path)
+    model, optimizer = blank_model
+    assert state.epoch == 3 and [row["epoch"] for row in state.history] == [1, 2, 3]
+    assert int(optimizer.iterations.numpy()) == 7
+    for got, want in zip(model.get_weights(), weights):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_first_save_after_resuming_from_old_last_leaves_one_complete_checkpoint(
+    epoch3_checkpoint, blank_model, tmp_path
+):
+    from roverlite.train.checkpoint import find_checkpoint, save_checkpoint
+
+    folder = _plant(epoch3_checkpoint[0], tmp_path / "checkpoints", "old-last")
+    state = _load_into(blank_model, find_checkpoint(folder))
+    state.epoch = 4
+    save_checkpoint(folder, *blank_model, state)
+    assert find_checkpoint(folder) == folder / "last"
+    assert checkpoint_epoch(tmp_path) == 4
+    assert not (folder / ".old-last").exists()
+
+
+class SimulatedKill(BaseException):
+    pass
+
+
+@pytest.mark.xfail(
+    strict=True, raises=AssertionError,
+    reason="checkpoint.save_checkpoint deletes .old-last before the new checkpoint is renamed into place, "
+    "so a kill in between, after a resume from .old-last, leaves no checkpoint (proposed fix in the report)",
+)
+def test_kill_during_the_save_after_resuming_from_old_last_keeps_a_checkpoint(
+    epoch3_checkpoint, blank_model, tmp_path, monkeypatch
+):
+    from roverlite.train import checkpoint
+
+    folder = _plant(epoch3_checkpoint[0], tmp_path / "checkpoints", "old-last")
+    state = _load_into(blank_model, checkpoint.find_checkpoint(folder))
+    state.epoch = 4
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if Path(src).name.startswith(".tmp-"):  # the kill lands just before the new one is in place
+            raise SimulatedKill()
+        real_replace(src, dst)
+
+    monkeypatch.setattr(checkpoint.os, "replace", replace)
+    with pytest.raises(SimulatedKill):
+        checkpoint.save_checkpoint(folder, *blank_model, state)
+    assert checkpoint.find_checkpoint(folder) is not None
+
+
+@pytest.mark.xfail(
+    strict=True, raises=AssertionError,
+    reason="checkpoint.save_checkpoint never removes .tmp-* folders a kill left (each a full checkpoint)",
+)
+def test_save_after_a_kill_removes_stale_temporary_checkpoints(epoch3_checkpoint, blank_model, tmp_path):
+    from roverlite.train.checkpoint import find_checkpoint, save_checkpoint
+
+    folder = _plant(epoch3_checkpoint[0], tmp_path / "checkpoints", "stale-tmp")
+    state = _load_into(blank_model, find_checkpoint(folder))
+    state.epoch = 4
+    save_checkpoint(folder, *blank_model, state)
+    assert sorted(p.name for p in folder.iterdir()) == ["last"]

@@ -56,7 +56,7 @@ def _keras_miou(images: np.ndarray, masks: np.ndarray) -> dict:
 
 def test_export_writes_every_format_in_table_order(exports):
     assert list(exports) == list_formats()
-    assert set(list_formats()) == {"tflite", "tflite_fp16", "tflite_dynamic", "tflite_int8", "onnx", "onnx_int8"}
+    assert set(list_formats()) == {"tflite", "tflite_fp16", "tflite_dynamic", "tflite_int8", "c_array", "onnx", "onnx_int8"}
 
 
 @pytest.mark.parametrize("fmt", list_formats())

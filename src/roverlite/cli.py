@@ -220,6 +220,58 @@ def cmd_bundle(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from roverlite.deploy.bench import bench_many, format_bench_table, write_bench_json
+
+    results = bench_many(args.artifacts, runtime=args.runtime, threads=args.threads, warmup=args.warmup,
+                         runs=args.runs, min_seconds=args.min_seconds, end_to_end=args.end_to_end,
+                         profile=args.profile, testpack=args.with_accuracy)
+    print(format_bench_table(results))
+    if args.json:
+        write_bench_json(results, args.json, command=" ".join(["roverlite", *sys.argv[1:]]))
+        print(f"\nresults written to {args.json}")
+    return 0 if all(r.ok for r in results) else EXIT_FINDINGS
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from roverlite.report.build import report_run_dirs
+
+    paths = report_run_dirs(args.run_dirs, args.out, testpack=args.testpack, peak=not args.no_peak,
+                            threads=args.threads, command=" ".join(["roverlite", *sys.argv[1:]]))
+    print(f"report written to {paths.html} (and {paths.markdown.name}, {paths.pareto.name}, {paths.summary.name})")
+    return 0
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    from roverlite.compress.runner import run_recipe
+
+    model = Path(args.model)
+    cfg = _run_config(args, model) if (args.config is not None or args.overrides) else None
+    result = run_recipe(model, args.recipe, args.out, cfg=cfg, progress=not args.quiet,
+                        enforce_gate=not args.no_gate)
+    for row in result.final_artifacts:
+        print(f"  {row.get('artifact')}  mIoU {row.get('miou')}")
+    print(f"recipe {result.status}; results in {args.out}")
+    return 0 if result.passed else EXIT_FINDINGS
+
+
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    from roverlite.pipeline import format_summary, run_pipeline
+
+    if args.resume and args.out is None:
+        raise ValueError("--resume needs --out DIR naming the pipeline run to continue. Received: no --out.")
+    if args.resume and args.config is None and (args.out / "config.yaml").is_file():
+        args.config = args.out / "config.yaml"
+    cfg = _config_from_args(args)
+    out = args.out or Path("runs") / "pipeline" / f"{cfg.task}-{__import__('time').strftime('%Y%m%d-%H%M%S')}"
+    result = run_pipeline(cfg, out, recipe=args.recipe, resume=args.resume, progress=not args.quiet,
+                          bench_runs=args.bench_runs, threads=args.threads)
+    print()
+    print(format_summary(result.summary))
+    print(f"\npipeline finished in {result.seconds:.0f} s; report: {result.report_dir / 'report.html'}")
+    return 0
+
+
 def cmd_config_show(args: argparse.Namespace) -> int:
     cfg = _config_from_args(args)
     sys.stdout.write(cfg.to_yaml())
@@ -304,6 +356,49 @@ def build_parser() -> argparse.ArgumentParser:
     bu.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a data setting, e.g. --set data.split_seed=1")
     bu.set_defaults(func=cmd_bundle)
+
+    co = sub.add_parser("compress", help="run a compression recipe (distil, prune, QAT, export) with accuracy gates")
+    co.add_argument("model", help="a training run folder or model.h5")
+    _add_config_options(co)
+    co.add_argument("--recipe", type=Path, required=True, help="recipe YAML (see configs/recipes/)")
+    co.add_argument("--out", type=Path, required=True, help="output folder")
+    co.add_argument("--no-gate", action="store_true", help="record gate failures instead of stopping at the first")
+    co.set_defaults(func=cmd_compress)
+
+    be = sub.add_parser("bench", help="latency (p50/p90/p99), init time, RSS and on-device IoU of artifacts")
+    be.add_argument("artifacts", nargs="+", help=".tflite / .onnx artifacts (with sidecars)")
+    be.add_argument("--runtime", choices=["all", "auto", "litert", "onnxruntime"], default="all")
+    be.add_argument("--runs", type=int, default=100, help="timed runs (default 100)")
+    be.add_argument("--warmup", type=int, default=10, help="warm-up runs (default 10)")
+    be.add_argument("--min-seconds", type=float, help="keep timing until this many seconds have passed")
+    be.add_argument("--threads", type=int, help="runtime threads (default: all cores this process may use)")
+    be.add_argument("--end-to-end", action="store_true", help="also time pre- and postprocessing")
+    be.add_argument("--profile", action="store_true", help="per-op profile (TFLite op mix, ONNX Runtime profiler)")
+    be.add_argument("--with-accuracy", metavar="TESTPACK", help="per-class IoU of the timed artifact on a test pack .npz")
+    be.add_argument("--json", type=Path, help="write the results as JSON")
+    be.set_defaults(func=cmd_bench)
+
+    rp = sub.add_parser("report", help="comparison table, Pareto plot and overlays of every variant in run folders")
+    rp.add_argument("run_dirs", nargs="+", type=Path, help="folders holding artifacts, bench and eval JSON")
+    rp.add_argument("--out", type=Path, required=True, help="report folder")
+    rp.add_argument("--testpack", type=Path, help="images for the prediction overlays (default: first found)")
+    rp.add_argument("--threads", type=int, help="threads for overlays and the peak measurement")
+    rp.add_argument("--no-peak", action="store_true", help="skip measuring this machine's peak GMAC/s")
+    rp.set_defaults(func=cmd_report)
+
+    pl = sub.add_parser(
+        "pipeline",
+        help="the main job: audit, train, compress, export, check, bench and report in one run folder",
+        description="Run every stage into one run folder. With no --config it runs on the built-in "
+        "synthetic terrain with small settings (a demo); --config configs/mars.yaml runs the real thing.",
+    )
+    _add_config_options(pl)
+    pl.add_argument("--recipe", type=Path, help="compression recipe YAML (default: distil into unet_xs, int8)")
+    pl.add_argument("--out", type=Path, help="run folder (default: runs/pipeline/<task>-<time>)")
+    pl.add_argument("--resume", action="store_true", help="skip the stages --out already finished")
+    pl.add_argument("--bench-runs", type=int, default=50, help="timed runs per artifact and runtime (default 50)")
+    pl.add_argument("--threads", type=int, help="runtime threads for benchmarks (default: the runtime's choice)")
+    pl.set_defaults(func=cmd_pipeline)
 
     config = sub.add_parser("config", help="show configs").add_subparsers(dest="config_command", metavar="ACTION")
     config.required = True

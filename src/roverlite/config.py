@@ -91,7 +91,7 @@ class DataConfig:
     split_seed: int = 0
     quarantine: str | None = None
     max_images: int | None = None
-    synthetic_count: int = 64
+    synthetic_count: int = 160
 
     def __post_init__(self) -> None:
         _require(
@@ -279,8 +279,8 @@ class ModelConfig:
 class TrainConfig:
     """Optimisation settings for the teacher (and for fine-tuning during compression)."""
 
-    epochs: int = 10
-    batch_size: int = 16
+    epochs: int = 12
+    batch_size: int = 8
     learning_rate: float = 2e-3
     weight_decay: float = 1e-4
     warmup_epochs: float = 1.0

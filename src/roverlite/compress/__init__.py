@@ -11,6 +11,11 @@ validated config where there are settings:
   model's zeros.
 * :mod:`~roverlite.compress.distill`: knowledge distillation from a teacher into any preset.
 
+Chained by a recipe (:mod:`~roverlite.compress.recipe`: the YAML schema and its order rules),
+run by :func:`~roverlite.compress.runner.run_recipe` (:mod:`~roverlite.compress.steps` does each
+step), with an accuracy gate after every step (:mod:`~roverlite.compress.gate`) and a per-layer
+int8 error table (:mod:`~roverlite.compress.qdebug`).
+
 Workstation-only: importing this package imports TensorFlow and TFMOT (after
 :mod:`roverlite._tf`, which selects Keras 2).
 """
@@ -18,6 +23,7 @@ Workstation-only: importing this package imports TensorFlow and TFMOT (after
 from __future__ import annotations
 
 from roverlite.compress.distill import DistillConfig, Distiller, bottleneck_feature, distill, kd_loss
+from roverlite.compress.gate import GateConfig, GateError, GateReport
 from roverlite.compress.prune import (
     PruneConfig,
     fine_tune_pruned,
@@ -28,22 +34,35 @@ from roverlite.compress.prune import (
     zipped_size,
 )
 from roverlite.compress.qat import fine_tune_qat, is_quantize_wrapped, quantize_aware
+from roverlite.compress.qdebug import QDebugConfig, debug_quantization
+from roverlite.compress.recipe import Recipe, load_recipe
+from roverlite.compress.runner import RecipeResult, StepResult, run_recipe
 from roverlite.compress.structured import StructuredReport, structured_prune
 
 __all__ = [
     "DistillConfig",
     "Distiller",
+    "GateConfig",
+    "GateError",
+    "GateReport",
     "PruneConfig",
+    "QDebugConfig",
+    "Recipe",
+    "RecipeResult",
+    "StepResult",
     "StructuredReport",
     "bottleneck_feature",
+    "debug_quantization",
     "distill",
     "fine_tune_pruned",
     "fine_tune_qat",
     "is_pruning_wrapped",
     "is_quantize_wrapped",
     "kd_loss",
+    "load_recipe",
     "prune",
     "quantize_aware",
+    "run_recipe",
     "sparsity_report",
     "strip",
     "structured_prune",

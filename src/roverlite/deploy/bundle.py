@@ -6,6 +6,7 @@ A bundle holds::
     testpack.npz                    images, masks, ids (read with allow_pickle=False)
     requirements-device.txt         numpy, ai-edge-litert, onnxruntime pinned to this machine's versions
     run.py                          scores the test pack and times the model (python run.py --threads 2)
+    bench.py                        full benchmark with accuracy of the timed runner (python bench.py --json b.json)
     roverlite/                      a copy of roverlite.deploy plus the two numpy-only modules it uses
     bundle.json                     manifest: artifact, test pack, sha256 of every file
 
@@ -91,6 +92,8 @@ def make_bundle(
         (staging / "requirements-device.txt").write_text(_requirements_text())
         shutil.copyfile(Path(__file__).with_name("_bundle_run.py"), staging / "run.py")
         (staging / "run.py").chmod(0o755)
+        shutil.copyfile(Path(__file__).with_name("_bundle_bench.py"), staging / "bench.py")
+        (staging / "bench.py").chmod(0o755)
         _copy_deploy_package(staging)
         _write_manifest(staging, artifact.name, sidecar.format, sidecar.runtime)
         if is_archive:

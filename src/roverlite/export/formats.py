@@ -5,8 +5,11 @@ whether it needs calibration images, which device runtime reads it and how its s
 it (``precision``: float32 / float16 formats are compared logit by logit with the Keras model,
 quantized ones by their per-class IoU).
 
-A later ``c_array`` format (an int8 ``.tflite`` as a C array for TFLite-Micro) adds one row with
-``runtime="tflite_micro"``; nothing else here needs to change.
+The ``c_array`` row is an int8 ``.tflite`` that TFLite-Micro can run (its converter refuses ops
+TFLite-Micro lacks); :mod:`roverlite.export.micro` writes it out as C sources. Its ``runtime`` stays
+``litert``: the ``.tflite`` is what LiteRT reads for the self-check (and on a Pi), and the device's
+sidecar schema knows ``litert`` and ``onnxruntime`` only; the TFLite-Micro facts (ops, arena) go
+into the sidecar's ``tflite_micro`` section.
 
 Importing this module does not import TensorFlow: converters import it when they run, so the
 CLI can list formats instantly.
@@ -20,6 +23,7 @@ from types import MappingProxyType
 from typing import Any
 
 from roverlite.config import did_you_mean
+from roverlite.export import micro as micro_export
 from roverlite.export import onnx as onnx_export
 from roverlite.export import tflite as tflite_export
 
@@ -91,6 +95,10 @@ FORMATS: Mapping[str, ExportFormat] = MappingProxyType(
             ExportFormat(
                 "tflite_int8", "_tflite_int8.tflite", tflite_export.convert_int8, True, "litert", "int8",
                 "TFLite full integer: int8 weights and activations, int8 (or float) I/O",
+            ),
+            ExportFormat(
+                "c_array", "_c_array.tflite", micro_export.convert_c_array, True, "litert", "int8",
+                "TFLite-Micro: full int8 checked under TFLite-Micro, plus model_data.cc/.h and model_ops.h",
             ),
             ExportFormat(
                 "onnx", "_onnx.onnx", onnx_export.convert_float32, False, "onnxruntime", "float32",

@@ -207,14 +207,12 @@ def train(
         if cfg.train.patience is not None and state.epochs_without_improvement >= cfg.train.patience:
             log.info("early stop: val mIoU did not improve for %d epochs", cfg.train.patience)
             break
-        import os as _os
-        _v = _os.environ.get("RL_EXP", "")
-        if _v in ("E1", "E2"):
-            keras.utils.set_random_seed(cfg.train.seed * 100_003 + epoch)
-        if _v == "E2":
-            model.make_train_function(force=True)
-        if _v == "E3":
-            keras.utils.set_random_seed(cfg.train.seed)
+        # Restart the stateful random ops (dropout) of the traced train step at every epoch.
+        # tf_keras keeps their state out of checkpoints, so a resumed process would otherwise draw
+        # epoch k's dropout masks from the start of the stream, not from where the killed run was;
+        # with the restart, epoch k draws the same masks resumed or not. (The sequence of masks
+        # then repeats each epoch, over differently shuffled and augmented batches.)
+        keras.utils.set_random_seed(cfg.train.seed)
         dataset = epoch_dataset(epoch)
         bar = EpochProgress(epoch, cfg.train.epochs, enabled=progress and role.is_chief)
         t0 = time.perf_counter()

@@ -1,0 +1,238 @@
+"""Compress a trained teacher every way issue 4 asks and check the targets on the artifacts that run.
+
+    python benchmarks/compress.py --teacher runs/bench/teacher_ai4mars
+    python benchmarks/compress.py --teacher runs/tiny-teacher --max-images 48 --epochs-scale 0.25   # smoke test
+
+Every variant is a recipe (``roverlite.compress``) run in this one process on the same teacher, and
+every number is measured on the exported artifact, run through ``roverlite.deploy`` (LiteRT) on the
+teacher's validation split:
+
+    teacher          the teacher as float TFLite: the reference
+    teacher_ptq      configs/recipes/teacher_ptq.yaml (post-training int8)
+    teacher_qat      qat -> int8 TFLite
+    structured       structured filter pruning (keep 0.7 of the filters: ~2x fewer MACs) + fine-tune -> float TFLite
+    student_int8     --recipe (default configs/recipes/student_int8.yaml: distill -> qat -> int8)
+    student_scratch  the same recipe with distill alpha 0 (labels only): the distillation ablation
+
+Writes ``benchmarks/results/compress_<dataset>.json`` with ``teacher``, ``variants`` (each
+``{"name", "artifact", "miou", "per_class_iou", "size_bytes", "macs", "params"}``), the targets and
+whether they were met, the host, and the command that reproduces it. Gates are recorded, not
+enforced, so every variant is measured. ``--max-images`` and ``--epochs-scale`` shrink the run for
+a smoke test; numbers from such a run say nothing about the targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from teacher import cpu_model, dataset_name
+
+from roverlite.config import load_config
+from roverlite.io import atomic_write_json
+
+RESULTS = Path(__file__).resolve().parent / "results"
+RECIPES = Path(__file__).resolve().parents[1] / "configs" / "recipes"
+VARIANTS = ("teacher_ptq", "teacher_qat", "structured", "student_int8", "student_scratch")
+
+
+# === Variants ===
+
+
+def variant_recipes(student: Any, ptq: Any, epochs_scale: float) -> dict[str, Any]:
+    """The recipe of every variant, epochs scaled; the student recipe's gate floors apply to all."""
+    from roverlite.compress.recipe import ExportStep, QatStep, Recipe, StructuredStep
+
+    gate = student.gate
+    distill = [s for s in student.steps if s.kind == "distill"]
+    recipes = {
+        "teacher_ptq": ptq,
+        "teacher_qat": Recipe("teacher-qat", (QatStep(epochs=2), ExportStep(("tflite_int8",))), gate),
+        # MACs scale with the square of the kept fraction: 0.7 keeps ~49 %, the 2x the target asks for.
+        "structured": Recipe("structured", (StructuredStep(keep_ratio=0.7, epochs=2), ExportStep(("tflite",))), gate),
+        "student_int8": student,
+    }
+    if distill:
+        steps = tuple(dataclasses.replace(s, alpha=0.0) if s.kind == "distill" else s for s in student.steps)
+        recipes["student_scratch"] = dataclasses.replace(student, name=f"{student.name}-scratch", steps=steps)
+    return {name: scale_epochs(recipe, epochs_scale) for name, recipe in recipes.items()}
+
+
+def scale_epochs(recipe: Any, factor: float) -> Any:
+    """``recipe`` with every step's epochs multiplied by ``factor`` (at least 1 where it was >= 1)."""
+    if factor == 1.0:
+        return recipe
+
+    def scaled(step: Any) -> Any:
+        if not hasattr(step, "epochs"):
+            return step
+        return dataclasses.replace(step, epochs=max(1 if step.epochs else 0, round(step.epochs * factor)))
+
+    return dataclasses.replace(recipe, steps=tuple(scaled(s) for s in recipe.steps))
+
+
+def run_variant(
+    name: str, recipe: Any, teacher_dir: Path, cfg: Any, out: Path, progress: bool
+) -> tuple[list[dict], dict]:
+    """Run one variant's recipe: one row per artifact of its last step, and the teacher's row."""
+    from roverlite.compress import run_recipe
+
+    started = time.perf_counter()
+    result = run_recipe(teacher_dir, recipe, out / name, cfg=cfg, progress=progress, enforce_gate=False)
+    seconds = round(time.perf_counter() - started, 1)
+    artifacts = result.final_artifacts
+    rows = []
+    for artifact in artifacts:
+        rows.append({
+            "name": name if len(artifacts) == 1 else f"{name}/{artifact['format']}",
+            "recipe": recipe.name,
+            "artifact": artifact["path"],
+            "format": artifact["format"],
+            "miou": artifact["miou"],
+            "per_class_iou": artifact["per_class_iou"],
+            "size_bytes": artifact["size_bytes"],
+            "macs": artifact["macs"],
+            "params": artifact["params"],
+            "gate_passed": artifact["gate_passed"],
+            "seconds": seconds,
+        })
+    return rows, result.teacher
+
+
+# === Targets ===
+
+
+def check_targets(teacher: dict, variants: dict[str, dict], rare: str) -> list[dict]:
+    """Issue 4's targets; a target whose variant did not run is reported with value None.
+
+    A variant that exported several formats is looked up by its int8 TFLite row (``name/tflite_int8``)
+    or its first row.
+    """
+    variants = {name: _pick(variants, name) for name in VARIANTS}
+
+    def ratio(name, key, inverse=False):
+        v = variants.get(name)
+        if v is None or v.get(key) is None or not teacher.get(key):
+            return None
+        return teacher[key] / v[key] if inverse else v[key] / teacher[key]
+
+    def iou_ratio(name):
+        v = variants.get(name)
+        t = teacher["per_class_iou"].get(rare)
+        if v is None or not t or v["per_class_iou"].get(rare) is None:
+            return None
+        return v["per_class_iou"][rare] / t
+
+    def drop_points(name):
+        v = variants.get(name)
+        return None if v is None or v["miou"] is None else 100 * (teacher["miou"] - v["miou"])
+
+    def gain(a, b):
+        va, vb = variants.get(a), variants.get(b)
+        return None if va is None or vb is None else va["miou"] - vb["miou"]
+
+    rows = [
+        ("student_int8 mIoU / teacher mIoU", ratio("student_int8", "miou"), ">=", 0.97),
+        (f"student_int8 {rare} IoU / teacher {rare} IoU", iou_ratio("student_int8"), ">=", 0.90),
+        ("teacher float TFLite bytes / student_int8 bytes", ratio("student_int8", "size_bytes", True), ">=", 30.0),
+        ("teacher MACs / student_int8 MACs", ratio("student_int8", "macs", True), ">=", 10.0),
+        ("teacher_ptq mIoU drop (points)", drop_points("teacher_ptq"), "<=", 1.5),
+        ("teacher_qat mIoU drop (points)", drop_points("teacher_qat"), "<=", 0.6),
+        ("teacher MACs / structured MACs", ratio("structured", "macs", True), ">=", 2.0),
+        ("structured mIoU drop (points)", drop_points("structured"), "<=", 1.0),
+        ("student_int8 mIoU - student_scratch mIoU (distillation ablation)",
+         gain("student_int8", "student_scratch"), ">=", 0.0),
+    ]
+    return [
+        {
+            "target": what, "value": value, "limit": f"{op} {limit}",
+            "met": None if value is None else (value >= limit if op == ">=" else value <= limit),
+        }
+        for what, value, op, limit in rows
+    ]
+
+
+def _pick(rows: dict[str, dict], name: str) -> dict | None:
+    if name in rows:
+        return rows[name]
+    mine = [key for key in rows if key.startswith(f"{name}/")]
+    preferred = [key for key in mine if key.endswith("/tflite_int8")]
+    return rows[(preferred or mine)[0]] if mine else None
+
+
+# === Main ===
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--teacher", type=Path, required=True, help="teacher run folder (model.h5 + config.yaml)")
+    parser.add_argument("--recipe", type=Path, default=RECIPES / "student_int8.yaml", help="the student recipe")
+    parser.add_argument("--ptq-recipe", type=Path, default=RECIPES / "teacher_ptq.yaml")
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override the teacher's config, e.g. --set train.batch_size=8")
+    parser.add_argument("--max-images", type=int, help="cap images per split (smoke tests)")
+    parser.add_argument("--epochs-scale", type=float, default=1.0, help="multiply every step's epochs (smoke tests)")
+    parser.add_argument("--out", type=Path, help="work folder (default: runs/bench/compress_<dataset>)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname).1s %(name)s: %(message)s")
+    for noisy in ("absl", "tensorflow", "h5py", "tf2onnx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    from roverlite.compress import load_recipe
+
+    overrides = [*args.overrides, *([f"data.max_images={args.max_images}"] if args.max_images else [])]
+    cfg = load_config(args.teacher / "config.yaml", overrides=overrides)
+    name = dataset_name(cfg.data.path)
+    out = args.out or Path("runs") / "bench" / f"compress_{name}"
+    student = load_recipe(args.recipe)
+    recipes = variant_recipes(student, load_recipe(args.ptq_recipe), args.epochs_scale)
+    rare = (student.gate.rare_classes or cfg.data.classes[-1:])[0]
+
+    started = time.perf_counter()
+    teacher, variants = None, {}
+    for variant in args.variants:
+        if variant not in recipes:
+            print(f"{variant}: skipped (the student recipe has no distill step)")
+            continue
+        rows, teacher = run_variant(variant, recipes[variant], args.teacher, cfg, out, not args.quiet)
+        variants.update({row["name"]: row for row in rows})
+    keys = ("artifact", "miou", "per_class_iou", "size_bytes", "macs", "params")
+    teacher_row = {"name": "teacher", **{k: teacher[k] for k in keys}}
+    record = {
+        "dataset": name,
+        "teacher_run": str(args.teacher),
+        "recipes": {k: r.to_dict() for k, r in recipes.items() if k in args.variants},
+        "teacher": teacher_row,
+        "variants": list(variants.values()),
+        "targets": check_targets(teacher_row, variants, rare),
+        "smoke_test": bool(args.max_images or args.epochs_scale != 1.0),
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "host": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},
+        "work_dir": str(out),
+        "command": " ".join(shlex.quote(a) for a in ["python", "benchmarks/compress.py", *sys.argv[1:]]),
+    }
+    path = atomic_write_json(RESULTS / f"compress_{name}.json", record)
+    print(f"{'variant':<18} {'mIoU':>7} {rare:>9} {'KiB':>9} {'MMAC':>9}")
+    for row in [teacher_row, *variants.values()]:
+        print(f"{row['name']:<18} {row['miou']:>7.4f} {row['per_class_iou'].get(rare) or 0:>9.4f} "
+              f"{row['size_bytes'] / 1024:>9.1f} {row['macs'] / 1e6:>9.2f}")
+    for row in record["targets"]:
+        status = "not run" if row["met"] is None else "met" if row["met"] else "NOT met"
+        value = "n/a" if row["value"] is None else f"{row['value']:.4g}"
+        print(f"{row['target']}: {value} ({row['limit']}) -> {status}")
+    print(f"written {path}")
+    return 0 if all(r["met"] for r in record["targets"] if r["met"] is not None) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

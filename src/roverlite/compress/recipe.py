@@ -1,0 +1,425 @@
+"""Compression recipes: a YAML chain of steps, checked whole before any work, run with a gate per step.
+
+A recipe names its steps in order and the accuracy floors every step's artifact must keep::
+
+    name: student-int8
+    steps:
+      - distill: {student: unet_xs, epochs: 8, temperature: 4.0, alpha: 0.5}
+      - qat: {epochs: 2}
+      - export: {formats: [tflite_int8]}
+    gate: {max_miou_drop: 0.02, max_rare_class_drop: 0.10, rare_classes: [big_rock]}
+
+Step kinds (one frozen, validated dataclass each; unknown kinds and keys are refused with the
+closest valid name): ``distill`` (:class:`DistillStep`), ``prune`` (:class:`PruneStep`),
+``structured`` (:class:`StructuredStep`), ``qat`` (:class:`QatStep`), ``export``
+(:class:`ExportStep`); the ``gate`` section is a :class:`~roverlite.compress.gate.GateConfig`.
+
+Order rules, checked when the recipe is built (so before any data is read or model trained),
+each error giving its reason:
+
+* nothing follows an ``export`` except another ``export``: the export ends the chain;
+* ``prune``, ``structured`` and ``distill`` never follow ``qat``: a QAT-wrapped model cannot be
+  pruned or distilled (strip or convert it first);
+* ``qat`` at most once: its model is already quantization-wrapped;
+* after ``qat``, exports are int8 TFLite only: the fake-quant ops do not convert to ONNX (or
+  convert to a QDQ graph that a float self-check cannot judge).
+
+:func:`roverlite.compress.runner.run_recipe` runs a recipe on a teacher (see its docstring for the
+output folder); :mod:`roverlite.compress.steps` holds what each step does to the model.
+
+Example:
+    >>> from roverlite.compress import run_recipe
+    >>> recipe = load_recipe("configs/recipes/student_int8.yaml")
+    >>> result = run_recipe("runs/mars-teacher", recipe, "runs/mars-student-int8")  # doctest: +SKIP
+    >>> [(a["format"], a["miou"]) for a in result.final_artifacts]                    # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, ClassVar
+
+from roverlite.compress.gate import GateConfig
+from roverlite.config import ConfigError, did_you_mean, from_plain, to_plain
+
+__all__ = [
+    "STEP_KINDS",
+    "DistillStep",
+    "ExportStep",
+    "PruneStep",
+    "QatStep",
+    "Recipe",
+    "StructuredStep",
+    "load_recipe",
+]
+
+logger = logging.getLogger(__name__)
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+# === Steps ===
+
+
+@dataclass(frozen=True)
+class DistillStep:
+    """Train a fresh student preset to match the current model (the frozen teacher).
+
+    Attributes:
+        student: a registered model name (``roverlite.train.models.list_models``), e.g. ``unet_xs``.
+        student_overrides: ``build_unet`` arguments changed from the preset (e.g. ``base_width``).
+        epochs: passes over the train split.
+        temperature, alpha, feature_weight: as in :class:`~roverlite.compress.distill.DistillConfig`;
+            ``alpha: 0`` trains the same student on the labels alone (the from-scratch ablation).
+        learning_rate: peak rate (default: the run's ``train.learning_rate``).
+    """
+
+    kind: ClassVar[str] = "distill"
+
+    student: str = ""
+    student_overrides: Mapping[str, Any] = field(default_factory=dict)
+    epochs: int = 8
+    temperature: float = 4.0
+    alpha: float = 0.5
+    feature_weight: float = 0.0
+    learning_rate: float | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.student, str) or not self.student:
+            raise ConfigError(
+                "distill.student is required. Expected a registered model name such as 'unet_xs'. "
+                f"Received: {self.student!r}."
+            )
+        if not isinstance(self.student_overrides, Mapping):
+            raise ConfigError(f"Expected distill.student_overrides as a mapping. Received: {self.student_overrides!r}.")
+        object.__setattr__(self, "student_overrides", dict(self.student_overrides))
+        _check_count(self.epochs, "distill.epochs", 1)
+        _check_rate(self.learning_rate, "distill.learning_rate")
+        from roverlite.compress.distill import DistillConfig
+
+        DistillConfig(temperature=self.temperature, alpha=self.alpha, feature_weight=self.feature_weight)
+
+
+@dataclass(frozen=True)
+class PruneStep:
+    """Magnitude pruning during fine-tuning (:mod:`roverlite.compress.prune`), then strip.
+
+    Attributes:
+        target_sparsity, schedule, end_fraction, skip_layers: as in :class:`~roverlite.compress.prune.PruneConfig`.
+        epochs: fine-tuning epochs (the schedule is placed within them).
+        frequency: optimiser steps between mask updates (default: about 8 updates over the
+            fine-tuning, at most 100 steps apart; see ``steps.auto_frequency``).
+        learning_rate: peak rate (default: a tenth of ``train.learning_rate``).
+    """
+
+    kind: ClassVar[str] = "prune"
+
+    target_sparsity: float = 0.5
+    epochs: int = 2
+    schedule: str = "polynomial"
+    frequency: int | None = None
+    end_fraction: float | None = None
+    skip_layers: tuple[str, ...] = ("logits",)
+    learning_rate: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "skip_layers", tuple(self.skip_layers))
+        _check_count(self.epochs, "prune.epochs", 1)
+        _check_rate(self.learning_rate, "prune.learning_rate")
+        from roverlite.compress.prune import PruneConfig
+
+        PruneConfig(
+            target_sparsity=self.target_sparsity, schedule=self.schedule, frequency=self.frequency or 1,
+            end_fraction=self.end_fraction, skip_layers=self.skip_layers,
+        )
+
+
+@dataclass(frozen=True)
+class StructuredStep:
+    """Filter pruning into a thinner dense U-Net (:mod:`roverlite.compress.structured`), then fine-tune.
+
+    Attributes:
+        keep_ratio: fraction of filters kept, in ``(0, 1]``: one number, or one per U-Net level
+            (bottleneck last).
+        criterion: ``l1`` or ``bn``.
+        epochs: fine-tuning epochs (0 = none).
+        learning_rate: peak rate (default: a tenth of ``train.learning_rate``).
+    """
+
+    kind: ClassVar[str] = "structured"
+
+    keep_ratio: Any = 0.5
+    criterion: str = "l1"
+    epochs: int = 2
+    learning_rate: float | None = None
+
+    def __post_init__(self) -> None:
+        from roverlite.compress.structured import CRITERIA
+
+        object.__setattr__(self, "keep_ratio", _keep_ratio(self.keep_ratio))
+        if self.criterion not in CRITERIA:
+            raise ConfigError(
+                f"Expected structured.criterion in {CRITERIA}. Received: {self.criterion!r}."
+                + did_you_mean(self.criterion, CRITERIA)
+            )
+        _check_count(self.epochs, "structured.epochs", 0)
+        _check_rate(self.learning_rate, "structured.learning_rate")
+
+
+@dataclass(frozen=True)
+class QatStep:
+    """Quantization-aware training (:mod:`roverlite.compress.qat`); the model stays QAT-wrapped.
+
+    Attributes:
+        epochs: fine-tuning epochs.
+        preserve_sparsity: keep a pruned model's zeros (PQAT).
+        learning_rate: peak rate (default: a tenth of ``train.learning_rate``).
+    """
+
+    kind: ClassVar[str] = "qat"
+
+    epochs: int = 2
+    preserve_sparsity: bool = False
+    learning_rate: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_count(self.epochs, "qat.epochs", 1)
+        _check_rate(self.learning_rate, "qat.learning_rate")
+
+
+@dataclass(frozen=True)
+class ExportStep:
+    """Export the current model to each format (``roverlite.export``); the gate judges every artifact.
+
+    Attributes:
+        formats: names from ``roverlite.export.list_formats()``.
+        int8_io: int8 TFLite with int8 input/output (``false``: float I/O).
+        representative_count: train images used to calibrate int8 formats.
+        check_images: validation images of the export's own self-check.
+    """
+
+    kind: ClassVar[str] = "export"
+
+    formats: tuple[str, ...] = ("tflite_int8",)
+    int8_io: bool = True
+    representative_count: int = 100
+    check_images: int = 32
+
+    def __post_init__(self) -> None:
+        from roverlite.export.formats import get_format
+
+        object.__setattr__(self, "formats", (self.formats,) if isinstance(self.formats, str) else tuple(self.formats))
+        if not self.formats:
+            raise ConfigError("export.formats is empty. Expected at least one format, e.g. [tflite_int8].")
+        for name in self.formats:
+            get_format(name)
+        duplicates = sorted({f for f in self.formats if self.formats.count(f) > 1})
+        if duplicates:
+            raise ConfigError(f"Expected each export format once. Received: {duplicates} more than once.")
+        _check_count(self.representative_count, "export.representative_count", 1)
+        _check_count(self.check_images, "export.check_images", 1)
+
+
+Step = DistillStep | PruneStep | StructuredStep | QatStep | ExportStep
+STEP_TYPES: Mapping[str, type] = MappingProxyType(
+    {cls.kind: cls for cls in (DistillStep, PruneStep, StructuredStep, QatStep, ExportStep)}
+)
+STEP_KINDS = tuple(STEP_TYPES)
+# Steps that train the weights of a plain model: none can take a QAT-wrapped one.
+_BEFORE_QAT_ONLY = ("distill", "prune", "structured")
+
+
+# === Recipe ===
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A named chain of steps and the gate every step's artifact must pass.
+
+    Attributes:
+        name: used in artifact names (letters, digits, ``.``, ``_``, ``-``).
+        steps: the chain, in order (see the module docstring for the order rules).
+        gate: the accuracy floors.
+        description: free text, kept in ``recipe.yaml`` and the sidecars.
+    """
+
+    name: str
+    steps: tuple[Step, ...]
+    gate: GateConfig = field(default_factory=GateConfig)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _SAFE_NAME.fullmatch(self.name):
+            raise ConfigError(
+                f"Expected a recipe name of letters, digits, '.', '_' or '-'. Received: name={self.name!r}."
+            )
+        object.__setattr__(self, "steps", tuple(self.steps))
+        if not self.steps:
+            raise ConfigError("Expected at least one step in the recipe. Received: steps=[].")
+        _check_order(self.steps)
+
+    # === Serialisation ===
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data that :meth:`from_dict` reads back to an equal recipe."""
+        out: dict[str, Any] = {"name": self.name}
+        if self.description:
+            out["description"] = self.description
+        out["steps"] = [{step.kind: to_plain(step)} for step in self.steps]
+        out["gate"] = to_plain(self.gate)
+        return out
+
+    def to_yaml(self, path: str | os.PathLike | None = None) -> str:
+        """The recipe as YAML, every default written out; saved atomically when ``path`` is given."""
+        import yaml
+
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
+        if path is not None:
+            from roverlite.io import atomic_write_text
+
+            atomic_write_text(path, text)
+        return text
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Recipe:
+        """Build a recipe from plain data, refusing unknown keys and step kinds with a suggestion.
+
+        Raises:
+            ConfigError: an unknown key or kind, a bad value (named by its place, e.g.
+                ``steps[1].prune.target_sparsity``), or a step out of order.
+        """
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"Expected a mapping at the top of the recipe. Received: {type(raw).__name__}.")
+        keys = ("name", "description", "steps", "gate")
+        for key in raw:
+            if key not in keys:
+                raise ConfigError(f"Unknown recipe key {key!r}." + did_you_mean(key, keys))
+        if "name" not in raw or "steps" not in raw:
+            raise ConfigError(f"Expected a recipe with 'name' and 'steps'. Received keys: {sorted(raw)}.")
+        steps = raw["steps"]
+        if not isinstance(steps, list):
+            raise ConfigError(f"Expected 'steps' as a list of {{kind: settings}}. Received: {steps!r}.")
+        return cls(
+            name=raw["name"],
+            steps=tuple(_parse_step(item, i) for i, item in enumerate(steps)),
+            gate=from_plain(GateConfig, raw.get("gate"), "gate"),
+            description=str(raw.get("description") or ""),
+        )
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike) -> Recipe:
+        return load_recipe(path)
+
+
+def load_recipe(source: str | os.PathLike | Mapping[str, Any] | Recipe) -> Recipe:
+    """A :class:`Recipe` from a YAML file, plain data, or a recipe (returned as is).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ConfigError: not valid YAML, or not a valid recipe.
+    """
+    if isinstance(source, Recipe):
+        return source
+    if isinstance(source, Mapping):
+        return Recipe.from_dict(source)
+    import yaml
+
+    path = Path(source)
+    if not path.is_file():
+        raise FileNotFoundError(f"Recipe file not found. Expected a YAML file. Received: {str(path)!r}.")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"Recipe {str(path)!r} is not valid YAML: {err}".splitlines()[0]) from None
+    try:
+        return Recipe.from_dict(raw if raw is not None else {})
+    except ConfigError as err:
+        raise ConfigError(f"{path.name}: {err}") from None
+
+
+def _parse_step(item: Any, index: int) -> Step:
+    where = f"steps[{index}]"
+    if not isinstance(item, Mapping) or len(item) != 1:
+        raise ConfigError(
+            f"Expected {where} as one {{kind: settings}} entry, e.g. {{prune: {{target_sparsity: 0.5}}}}. "
+            f"Received: {item!r}."
+        )
+    (kind, settings), = item.items()
+    if kind not in STEP_TYPES:
+        raise ConfigError(
+            f"Unknown step kind at {where}. Expected one of {list(STEP_KINDS)}. Received: {kind!r}."
+            + did_you_mean(str(kind), STEP_KINDS)
+        )
+    try:
+        return from_plain(STEP_TYPES[kind], settings, f"{where}.{kind}")
+    except ConfigError:
+        raise
+    except ValueError as err:  # a technique's own config check (PruneConfig, get_format, ...)
+        raise ConfigError(f"{where}.{kind}: {err}") from None
+
+
+def _check_order(steps: tuple[Step, ...]) -> None:
+    qat_at = export_at = None
+    for i, step in enumerate(steps):
+        if not isinstance(step, tuple(STEP_TYPES.values())):
+            raise ConfigError(
+                f"Expected recipe steps of kinds {list(STEP_KINDS)}. Received: {type(step).__name__} at steps[{i}]."
+            )
+        if export_at is not None and step.kind != "export":
+            raise ConfigError(
+                f"Step steps[{i}] ({step.kind}) comes after the export at steps[{export_at}]. Expected nothing after "
+                "an export except another export: the export ends the chain, and its artifacts are what ships."
+            )
+        if step.kind == "qat" and qat_at is not None:
+            raise ConfigError(
+                f"Expected qat at most once. Received: a second qat at steps[{i}] (the first is steps[{qat_at}]); "
+                "its model is already quantization-wrapped."
+            )
+        if step.kind in _BEFORE_QAT_ONLY and qat_at is not None:
+            raise ConfigError(
+                f"Step steps[{i}] ({step.kind}) comes after qat at steps[{qat_at}]. Expected prune, structured and "
+                "distill before qat: a QAT-wrapped model cannot be pruned or distilled (strip or convert it first)."
+            )
+        if step.kind == "export" and qat_at is not None:
+            _check_qat_formats(step, i)
+        qat_at = i if step.kind == "qat" else qat_at
+        export_at = i if step.kind == "export" and export_at is None else export_at
+
+
+def _check_qat_formats(step: ExportStep, index: int) -> None:
+    from roverlite.export.formats import get_format
+
+    bad = [f for f in step.formats if not (get_format(f).runtime == "litert" and get_format(f).precision == "int8")]
+    if bad:
+        raise ConfigError(
+            f"Export at steps[{index}] follows qat with formats {bad}. Expected int8 TFLite only (tflite_int8) after "
+            "qat: fake-quant ops do not convert to ONNX or float TFLite. Export those from a recipe without qat."
+        )
+
+
+def _check_count(value: Any, where: str, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"Expected {where} to be an integer >= {minimum}. Received: {value!r}.")
+
+
+def _check_rate(value: Any, where: str) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
+        raise ConfigError(f"Expected {where} > 0 or null (the step's default). Received: {value!r}.")
+
+
+def _keep_ratio(value: Any) -> float | tuple[float, ...]:
+    values = list(value) if isinstance(value, (list, tuple)) else [value]
+    if not values or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1 for v in values):
+        raise ConfigError(
+            "Expected structured.keep_ratio in (0, 1], as one number or one per U-Net level (bottleneck last). "
+            f"Received: {value!r}."
+        )
+    floats = tuple(float(v) for v in values)
+    return floats if isinstance(value, (list, tuple)) else floats[0]
+

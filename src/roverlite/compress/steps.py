@@ -1,0 +1,242 @@
+"""What each recipe step does to the model: one function per step kind, sharing one fine-tuning setup.
+
+Every step that trains uses the run's own training recipe, so a compressed model learns on what the
+teacher learnt on: the train split through :func:`roverlite.data.pipeline.make_dataset` with the
+run config's ``data`` and ``augment`` sections, :func:`roverlite.train.losses.build_loss` with
+``train.loss`` and class weights from the split's pixel counts (``train.class_weighting``), and
+:func:`roverlite.train.optim.build_optimizer` (AdamW, cosine decay). Only the learning rate and
+the epochs come from the step (see :data:`DEFAULT_LR_FRACTION`).
+
+Each ``run_*`` function takes a step, the current Keras model and a :class:`FineTune`, and
+returns ``(new model, details)``; ``details`` is JSON-ready and lands in ``recipe_result.json``.
+The input model is never changed in place.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from roverlite._tf import keras
+from roverlite.compress.distill import DistillConfig, distill
+from roverlite.compress.prune import PruneConfig, fine_tune_pruned, prune, sparsity_report, strip
+from roverlite.compress.qat import fine_tune_qat, quantize_aware
+from roverlite.compress.structured import structured_prune
+from roverlite.config import Config
+
+if TYPE_CHECKING:
+    from roverlite.compress.recipe import DistillStep, PruneStep, QatStep, StructuredStep
+
+__all__ = ["DEFAULT_LR_FRACTION", "STEP_RUNNERS", "FineTune", "run_distill", "run_prune", "run_qat", "run_structured"]
+
+logger = logging.getLogger(__name__)
+
+# Fraction of the run's train.learning_rate a step uses when it names none. Distillation trains a
+# student from scratch (the full rate, with the run's warm-up); the others adjust a trained model
+# and only need to settle (a tenth, as roverlite.compress.qat advises for QAT).
+DEFAULT_LR_FRACTION: Mapping[str, float] = {"distill": 1.0, "prune": 0.1, "structured": 0.1, "qat": 0.1}
+
+
+# === Fine-tuning setup ===
+
+
+class FineTune:
+    """The training split, loss, optimiser and progress bars every training step shares.
+
+    Args:
+        cfg: the run config (``data``, ``augment`` and ``train`` are used).
+        images, masks: the train split (uint8), e.g. from ``load_split(cfg.data, "train")``.
+        progress: show a tqdm bar per step.
+    """
+
+    def __init__(self, cfg: Config, images: np.ndarray, masks: np.ndarray, progress: bool = True) -> None:
+        from roverlite.train.losses import class_weights_from_counts
+
+        self.cfg = cfg
+        self.images, self.masks = images, masks
+        self.progress = progress
+        counts = np.bincount(masks.reshape(-1), minlength=256)[: cfg.data.num_classes].astype(np.float64)
+        self.class_weights = class_weights_from_counts(counts, cfg.train.class_weighting)
+        self.steps = int(self._dataset(0).cardinality())
+
+    def _dataset(self, seed: int) -> Any:
+        from roverlite.data.pipeline import make_dataset
+
+        return make_dataset(
+            self.images, self.masks, self.cfg.data, self.cfg.augment,
+            training=True, batch_size=self.cfg.train.batch_size, seed=seed,
+        )
+
+    def dataset(self, index: int) -> Any:
+        """Training batches for step ``index``, repeated: pass ``steps_per_epoch=self.steps``.
+
+        The seed depends on ``train.seed`` and the step, so a rerun of a recipe sees the same
+        batches, and two steps do not see the same order.
+        """
+        return self._dataset(self.cfg.train.seed * 100_003 + 7_919 * index).repeat()
+
+    def loss(self) -> Any:
+        """The run's loss (``train.loss`` terms, class weights, ignore label)."""
+        from roverlite.train.losses import build_loss
+
+        data, train = self.cfg.data, self.cfg.train
+        return build_loss(train.loss, data.num_classes, data.ignore_index, self.class_weights, train.focal_gamma)
+
+    def learning_rate(self, kind: str, value: float | None) -> float:
+        """``value``, or the run's rate scaled by :data:`DEFAULT_LR_FRACTION` for the step kind."""
+        return float(value) if value is not None else self.cfg.train.learning_rate * DEFAULT_LR_FRACTION[kind]
+
+    def optimizer(self, learning_rate: float, epochs: int, warmup_epochs: float = 0.0) -> Any:
+        """A fresh AdamW on a cosine schedule over ``epochs`` epochs of :attr:`steps` batches."""
+        from roverlite.train.optim import build_optimizer
+
+        return build_optimizer(learning_rate, self.cfg.train.weight_decay, self.steps, epochs, warmup_epochs)
+
+    def bar(self, label: str, epochs: int) -> StepBar:
+        """A progress bar over all batches of a step (silent when progress is off)."""
+        return StepBar(label, epochs * self.steps, self.progress)
+
+
+class StepBar(keras.callbacks.Callback):
+    """tqdm bar over a step's batches with the running loss; keeps the last epoch's logs."""
+
+    def __init__(self, label: str, total: int, enabled: bool = True) -> None:
+        super().__init__()
+        self.label, self.total, self.enabled = label, total, enabled
+        self.last_logs: dict[str, float] = {}
+        self._bar = None
+
+    def on_train_begin(self, logs=None):
+        if self.enabled:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=self.total, desc=self.label, unit="batch", leave=False)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._bar is not None:
+            self._bar.update(1)
+            if logs and "loss" in logs:
+                self._bar.set_postfix(loss=f"{float(logs['loss']):.4f}", refresh=False)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.last_logs = {k: round(float(v), 5) for k, v in (logs or {}).items()}
+
+    def on_train_end(self, logs=None):
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+# === Steps ===
+
+
+def run_distill(step: DistillStep, model: keras.Model, ctx: FineTune, index: int) -> tuple[keras.Model, dict[str, Any]]:
+    """Train a fresh ``step.student`` against ``model`` (the frozen teacher); returns the student."""
+    from roverlite.train.models import create_model
+
+    student = create_model(
+        step.student,
+        input_shape=tuple(int(s) for s in model.input_shape[1:]),
+        num_classes=int(model.output_shape[-1]),
+        **dict(step.student_overrides),
+    )
+    cfg = DistillConfig(
+        temperature=step.temperature, alpha=step.alpha, feature_weight=step.feature_weight,
+        ignore_index=ctx.cfg.data.ignore_index,
+    )
+    learning_rate = ctx.learning_rate("distill", step.learning_rate)
+    bar = ctx.bar(f"{index} distill -> {step.student}", step.epochs)
+    distill(
+        model, student, ctx.dataset(index), None, cfg, step.epochs,
+        optimizer=ctx.optimizer(learning_rate, step.epochs, ctx.cfg.train.warmup_epochs),
+        hard_loss=ctx.loss(), steps_per_epoch=ctx.steps, callbacks=[bar],
+    )
+    details = {"teacher": model.name, "student": step.student, "learning_rate": learning_rate}
+    return student, {**details, "last_epoch": bar.last_logs}
+
+
+def run_prune(step: PruneStep, model: keras.Model, ctx: FineTune, index: int) -> tuple[keras.Model, dict[str, Any]]:
+    """Magnitude-prune ``model`` while fine-tuning, then strip the wrappers (zeros stay in the kernels)."""
+    total = step.epochs * ctx.steps
+    frequency = step.frequency if step.frequency is not None else auto_frequency(total)
+    cfg = PruneConfig(
+        target_sparsity=step.target_sparsity, schedule=step.schedule, frequency=frequency,
+        end_fraction=step.end_fraction, skip_layers=step.skip_layers,
+    )
+    pruned = prune(model, cfg, total_steps=total)
+    learning_rate = ctx.learning_rate("prune", step.learning_rate)
+    bar = ctx.bar(f"{index} prune {step.target_sparsity:.0%}", step.epochs)
+    fine_tune_pruned(
+        pruned, ctx.dataset(index), step.epochs, ctx.steps, ctx.loss(),
+        ctx.optimizer(learning_rate, step.epochs), callbacks=[bar],
+    )
+    stripped = strip(pruned)
+    return stripped, {
+        "frequency": frequency,
+        "learning_rate": learning_rate,
+        "sparsity": kernel_sparsity(stripped),
+        "layers": dict(sparsity_report(stripped)),
+        "last_epoch": bar.last_logs,
+    }
+
+
+def run_structured(
+    step: StructuredStep, model: keras.Model, ctx: FineTune, index: int
+) -> tuple[keras.Model, dict[str, Any]]:
+    """Remove filters per U-Net level, then fine-tune the thinner model (``epochs`` may be 0)."""
+    thin, report = structured_prune(model, step.keep_ratio, step.criterion)
+    details: dict[str, Any] = {**report.to_dict(), "unet_overrides": report.unet_overrides()}
+    details.pop("filters")
+    if step.epochs:
+        learning_rate = ctx.learning_rate("structured", step.learning_rate)
+        bar = ctx.bar(f"{index} structured x{report.mac_reduction:.1f}", step.epochs)
+        thin.compile(optimizer=ctx.optimizer(learning_rate, step.epochs), loss=ctx.loss())
+        thin.fit(ctx.dataset(index), epochs=step.epochs, steps_per_epoch=ctx.steps, callbacks=[bar], verbose=0)
+        details.update(learning_rate=learning_rate, last_epoch=bar.last_logs)
+    return thin, details
+
+
+def run_qat(step: QatStep, model: keras.Model, ctx: FineTune, index: int) -> tuple[keras.Model, dict[str, Any]]:
+    """Wrap ``model`` for quantization-aware training and fine-tune it; returns the QAT model."""
+    qat = quantize_aware(model, preserve_sparsity=step.preserve_sparsity)
+    learning_rate = ctx.learning_rate("qat", step.learning_rate)
+    bar = ctx.bar(f"{index} qat", step.epochs)
+    fine_tune_qat(
+        qat, ctx.dataset(index), step.epochs, ctx.steps, ctx.loss(),
+        ctx.optimizer(learning_rate, step.epochs), callbacks=[bar],
+    )
+    details: dict[str, Any] = {"learning_rate": learning_rate, "last_epoch": bar.last_logs}
+    if step.preserve_sparsity:
+        details["sparsity"] = kernel_sparsity(qat)
+    return qat, details
+
+
+STEP_RUNNERS: Mapping[str, Callable[..., tuple[keras.Model, dict[str, Any]]]] = {
+    "distill": run_distill,
+    "prune": run_prune,
+    "structured": run_structured,
+    "qat": run_qat,
+}
+
+
+# === Helpers ===
+
+
+def auto_frequency(total_steps: int) -> int:
+    """Optimiser steps between mask updates when a prune step gives none: about 8 updates, at most 100 apart."""
+    return max(1, min(100, total_steps // 8))
+
+
+def kernel_sparsity(model: keras.Model) -> float:
+    """Fraction of zeros over all conv / dense kernels, weighted by their sizes (wrappers looked through)."""
+    zeros = total = 0
+    for layer in model.layers:
+        for weight in layer.weights:
+            if weight.name.rsplit("/", 1)[-1].split(":")[0] in ("kernel", "depthwise_kernel", "pointwise_kernel"):
+                values = weight.numpy()
+                zeros += int(np.count_nonzero(values == 0))
+                total += values.size
+    return zeros / total if total else 0.0

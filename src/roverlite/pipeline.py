@@ -1,0 +1,246 @@
+"""``roverlite pipeline``: the whole job in one run folder, stage by stage, resumable.
+
+Stages, each a call into the library the single commands use:
+
+1. ``audit``    data audit of the config's dataset          -> ``DIR/audit/audit.json``
+2. ``teacher``  teacher training                            -> ``DIR/teacher/`` (a training run)
+3. ``compress`` the compression recipe (distil, prune, QAT…) -> ``DIR/compress/``
+4. ``export``   teacher TFLite/ONNX artifacts + self-checks  -> ``DIR/exports/``
+5. ``testpack`` validation images + masks for device checks  -> ``DIR/testpack.npz``
+6. ``bench``    latency and on-device IoU of every artifact  -> ``DIR/bench/bench.json``
+7. ``report``   comparison table, Pareto plot, overlays      -> ``DIR/report/``
+
+``DIR/pipeline.json`` records each finished stage; ``--resume`` skips those. With no config the
+pipeline runs on the built-in synthetic terrain with small settings (a demo, not an accuracy
+claim); ``--config configs/mars.yaml`` runs the real thing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from roverlite.config import Config
+from roverlite.io import atomic_write_json, ensure_writable_dir
+
+log = logging.getLogger(__name__)
+
+STAGES = ("audit", "teacher", "compress", "export", "testpack", "bench", "report")
+STATE_FILE = "pipeline.json"
+
+# The recipe used when the config names none: distil the teacher into the width-8 student and
+# ship it as int8 TFLite and float ONNX. The gate is recorded, not enforced, so a demo always
+# reaches its report; pass a recipe with enforcement for production runs.
+DEFAULT_RECIPE: Mapping[str, Any] = {
+    "name": "student-int8",
+    "description": "unet_xs distilled from the teacher, exported as int8 TFLite and ONNX",
+    "steps": [
+        {"distill": {"student": "unet_xs", "epochs": 12, "temperature": 4.0, "alpha": 0.5}},
+        {"export": {"formats": ["tflite_int8", "onnx"]}},
+    ],
+    "gate": {"max_miou_drop": 0.05, "max_rare_class_drop": 0.25, "rare_classes": ["big_rock"]},
+}
+
+TEACHER_FORMATS = ("tflite", "tflite_int8", "onnx")
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    """Where everything went, and the report's per-variant summary."""
+
+    run_dir: Path
+    report_dir: Path
+    summary: list[dict[str, Any]]
+    seconds: float
+
+
+# === Stage bookkeeping ===
+
+
+def _read_state(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / STATE_FILE
+    if not path.is_file():
+        return {"stages": {}}
+    return json.loads(path.read_text())
+
+
+def _mark_done(run_dir: Path, state: dict[str, Any], stage: str, seconds: float, **info: Any) -> None:
+    state["stages"][stage] = {**info, "status": "done", "seconds": round(seconds, 1)}
+    atomic_write_json(run_dir / STATE_FILE, state)
+
+
+def _check_resume(run_dir: Path, cfg: Config, resume: bool) -> dict[str, Any]:
+    from roverlite.config import load_config
+
+    state = _read_state(run_dir)
+    if not state["stages"]:
+        return state
+    if not resume:
+        raise ValueError(
+            f"Run folder {str(run_dir)!r} already holds a pipeline run. Expected a new folder; pass "
+            "--resume to continue it or choose another --out."
+        )
+    saved = load_config(run_dir / "config.yaml")
+    if saved != cfg:
+        raise ValueError(
+            f"Cannot resume {str(run_dir)!r} with a different config. Expected the config saved in "
+            f"{str(run_dir / 'config.yaml')!r}. Received: a config that differs from it."
+        )
+    return state
+
+
+# === Stages ===
+
+
+def _stage_audit(cfg: Config, run_dir: Path, progress: bool) -> dict[str, Any]:
+    from roverlite.data.audit import run_audit
+
+    report = run_audit(path=None, data_cfg=cfg.data, json_path=run_dir / "audit" / "audit.json",
+                       quarantine_path=run_dir / "audit" / "quarantine.json", progress=progress)
+    if report.has_unusable_samples:
+        raise ValueError(
+            f"The data audit found unusable files (see {str(run_dir / 'audit' / 'audit.json')!r}). Expected a clean "
+            "dataset; set data.quarantine to the audit's quarantine.json to skip them."
+        )
+    return {"class_shares": report.to_dict().get("class_shares")}
+
+
+def _stage_teacher(cfg: Config, run_dir: Path, progress: bool, resume: bool) -> dict[str, Any]:
+    from roverlite.train.fit import train
+
+    teacher = run_dir / "teacher"
+    result = train(cfg, teacher, resume=resume and (teacher / "config.yaml").is_file(), progress=progress)
+    return {"best_miou": result.best_miou, "epochs": result.epochs_run}
+
+
+def _stage_compress(cfg: Config, run_dir: Path, recipe: Any, progress: bool) -> dict[str, Any]:
+    import shutil
+
+    from roverlite.compress.runner import run_recipe
+
+    out = run_dir / "compress"
+    if out.exists():  # a half-finished recipe from an interrupted run: redo the stage whole
+        shutil.rmtree(out)
+    result = run_recipe(run_dir / "teacher", recipe, out, cfg=cfg, progress=progress, enforce_gate=False)
+    return {"recipe_status": result.status, "recipe_message": result.message}
+
+
+def _stage_export(cfg: Config, run_dir: Path, progress: bool) -> dict[str, Any]:
+    from roverlite.export.dataset import export_from_config
+
+    results = export_from_config(run_dir / "teacher" / "model.h5", TEACHER_FORMATS, run_dir / "exports", cfg.data,
+                                 recipe={"source": "roverlite pipeline", "model": cfg.model.name}, progress=progress)
+    failed = [r.format for r in results if not r.passed]
+    return {"artifacts": [str(r.path) for r in results], "failed_checks": failed}
+
+
+def _stage_testpack(cfg: Config, run_dir: Path, progress: bool, count: int) -> dict[str, Any]:
+    import dataclasses
+
+    from roverlite.data.loader import load_split
+    from roverlite.deploy.evaluate import save_testpack
+
+    capped = dataclasses.replace(cfg.data, max_images=count)
+    val = load_split(capped, "val", progress=progress)
+    save_testpack(run_dir / "testpack.npz", val.images, val.masks, val.ids)
+    return {"images": len(val.ids)}
+
+
+def _artifacts(run_dir: Path) -> list[Path]:
+    found = sorted((run_dir / "exports").glob("*.tflite")) + sorted((run_dir / "exports").glob("*.onnx"))
+    for suffix in ("*.tflite", "*.onnx"):
+        found += sorted((run_dir / "compress").rglob(suffix))
+    return found
+
+
+def _stage_bench(run_dir: Path, runs: int, threads: int | None) -> dict[str, Any]:
+    from roverlite.deploy.bench import bench_many, format_bench_table, write_bench_json
+
+    artifacts = _artifacts(run_dir)
+    results = bench_many(artifacts, runtime="all", threads=threads, warmup=5, runs=runs,
+                         testpack=run_dir / "testpack.npz")
+    write_bench_json(results, run_dir / "bench" / "bench.json", command="roverlite pipeline")
+    log.info("benchmarks:\n%s", format_bench_table(results))
+    return {"artifacts": len(artifacts)}
+
+
+def _stage_report(run_dir: Path, threads: int | None) -> dict[str, Any]:
+    from roverlite.report.build import report_run_dirs
+
+    folders = [run_dir / name for name in ("teacher", "exports", "compress", "bench")]
+    paths = report_run_dirs([f for f in folders if f.exists()], run_dir / "report",
+                            testpack=run_dir / "testpack.npz", threads=threads, title="roverlite pipeline report",
+                            command="roverlite pipeline")
+    return {"report": str(paths.html)}
+
+
+# === Front door ===
+
+
+def run_pipeline(
+    cfg: Config,
+    run_dir: str | Path,
+    recipe: Any = None,
+    resume: bool = False,
+    progress: bool = True,
+    bench_runs: int = 50,
+    threads: int | None = None,
+    testpack_images: int = 16,
+) -> PipelineResult:
+    """Run every stage into ``run_dir`` (``resume`` skips the stages ``pipeline.json`` marks done).
+
+    Args:
+        cfg: the run config (data, augmentation, teacher model and training).
+        run_dir: a new folder, or with ``resume`` one from an earlier run of the same config.
+        recipe: compression recipe (path, mapping or Recipe); default :data:`DEFAULT_RECIPE`.
+        bench_runs: timed runs per artifact and runtime.
+        threads: runtime threads for benchmarks (default: the runtime's own choice).
+        testpack_images: validation images packed for on-device accuracy and overlays.
+    """
+    started = time.perf_counter()
+    run_dir = ensure_writable_dir(run_dir)
+    state = _check_resume(run_dir, cfg, resume)
+    cfg.to_yaml(run_dir / "config.yaml")
+    recipe = DEFAULT_RECIPE if recipe is None else recipe
+    stages: dict[str, Callable[[], dict[str, Any]]] = {
+        "audit": lambda: _stage_audit(cfg, run_dir, progress),
+        "teacher": lambda: _stage_teacher(cfg, run_dir, progress, resume),
+        "compress": lambda: _stage_compress(cfg, run_dir, recipe, progress),
+        "export": lambda: _stage_export(cfg, run_dir, progress),
+        "testpack": lambda: _stage_testpack(cfg, run_dir, progress, testpack_images),
+        "bench": lambda: _stage_bench(run_dir, bench_runs, threads),
+        "report": lambda: _stage_report(run_dir, threads),
+    }
+    for index, name in enumerate(STAGES, 1):
+        if state["stages"].get(name, {}).get("status") == "done":
+            log.info("[%d/%d] %s: done earlier, skipped", index, len(STAGES), name)
+            continue
+        log.info("[%d/%d] %s ...", index, len(STAGES), name)
+        t0 = time.perf_counter()
+        info = stages[name]()
+        _mark_done(run_dir, state, name, time.perf_counter() - t0, **info)
+        log.info("[%d/%d] %s finished in %.1f s", index, len(STAGES), name, time.perf_counter() - t0)
+    summary = json.loads((run_dir / "report" / "summary.json").read_text())["variants"]
+    return PipelineResult(run_dir, run_dir / "report", summary, time.perf_counter() - started)
+
+
+def format_summary(rows: list[dict[str, Any]]) -> str:
+    """A plain-text table of the report's variants for the terminal."""
+    header = f"{'variant':<34} {'mIoU':>7} {'Δ mIoU':>8} {'size':>10} {'MMAC':>9} {'p50 ms':>8}"
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        def num(key: str, fmt: str) -> str:
+            value = row.get(key)
+            return format(value, fmt) if isinstance(value, (int, float)) else "-"
+
+        macs = row.get("macs")
+        lines.append(
+            f"{str(row.get('name'))[:34]:<34} {num('miou', '.4f'):>7} {num('delta_miou', '+.4f'):>8} "
+            f"{num('size_bytes', ',d'):>10} {(format(macs / 1e6, '.1f') if isinstance(macs, (int, float)) else '-'):>9} "
+            f"{num('p50_ms', '.2f'):>8}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,379 @@
+"""``build_report``: one folder with the whole comparison of a model's variants.
+
+Writes, into ``out_dir``:
+
+* ``summary.json``: one entry per variant (name, kind, artifact, miou, Δ mIoU vs the teacher,
+  per-class IoU, size_bytes, macs, params, p50/p90 per runtime, recommended runtime and its p50,
+  achieved GMAC/s and the fraction of the machine's matching peak), plus the peak itself;
+* ``pareto.png``: mIoU against p50 latency, marker area by file size
+  (:func:`roverlite.report.pareto.plot_pareto`);
+* ``overlays.png``: for a few validation images, image | truth | each variant's prediction, in the
+  sidecar's class colours (``Segmenter.overlay``), when images are given;
+* ``report.md`` (linking the PNGs) and ``report.html`` (the same, self-contained).
+
+Example:
+    >>> rows = [VariantRow("teacher", "teacher float", miou=0.70, latency={"litert": {"p50_ms": 40.0}}),
+    ...         VariantRow("xs_int8", "PTQ int8", miou=0.66, latency={"litert": {"p50_ms": 2.1}})]
+    >>> paths = build_report(rows, "reports/mars", overlays="bundle/testpack.npz")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from roverlite.io import atomic_write_json, atomic_write_text, ensure_writable_dir
+from roverlite.report.html import Image, Section, Table, render_html, render_markdown
+from roverlite.report.peak import PeakResult
+from roverlite.report.tables import (
+    VariantRow,
+    find_teacher,
+    format_bytes,
+    recommend_runtime,
+)
+
+__all__ = ["REPORT_SCHEMA_VERSION", "ReportPaths", "build_report", "report_run_dirs", "summary_rows"]
+
+logger = logging.getLogger(__name__)
+
+REPORT_SCHEMA_VERSION = 1
+OverlaySource = str | os.PathLike | tuple[np.ndarray, np.ndarray]
+
+
+@dataclass(frozen=True)
+class ReportPaths:
+    """The files :func:`build_report` wrote (``overlays`` is ``None`` without overlay images)."""
+
+    out_dir: Path
+    markdown: Path
+    html: Path
+    summary: Path
+    pareto: Path
+    overlays: Path | None
+
+
+def build_report(
+    rows: Sequence[VariantRow],
+    out_dir: str | os.PathLike,
+    overlays: OverlaySource | None = None,
+    peak: PeakResult | Mapping[str, Any] | None = None,
+    teacher: str | None = None,
+    title: str = "roverlite variant report",
+    overlay_count: int = 4,
+    threads: int | None = None,
+    notes: Sequence[str] = (),
+) -> ReportPaths:
+    """Write the report of ``rows`` into ``out_dir`` (created; existing report files replaced).
+
+    Args:
+        rows: the variants, in the order to show them; names must be unique.
+        out_dir: the report folder.
+        overlays: validation images with truth masks for the prediction grid: a test pack
+            ``.npz`` or ``(images, masks)`` arrays. Each variant's ``artifact`` (with its sidecar)
+            predicts them through ``roverlite.deploy.Segmenter``; variants without one are skipped.
+        peak: this machine's measured peak (:func:`roverlite.report.peak.measure_peak`), for the
+            achieved-GMAC/s comparison; ``None`` leaves those columns empty.
+        teacher: the variant Δ mIoU is measured against (default: the first ``teacher ...`` row).
+        title: the report's heading.
+        overlay_count: images in the prediction grid (the first ones).
+        threads: runtime threads for the overlay predictions.
+        notes: extra lines for the notes section (e.g. the command that built the report).
+
+    Returns:
+        :class:`ReportPaths`.
+
+    Raises:
+        ValueError: no rows, duplicate names, unknown ``teacher``, or bad overlay data.
+        PermissionError: ``out_dir`` is not writable.
+    """
+    rows = list(rows)
+    if not rows:
+        raise ValueError("Expected at least one variant row for a report. Received: none.")
+    names = [row.name for row in rows]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"Expected unique variant names. Received: {duplicates} more than once.")
+    if isinstance(peak, Mapping):
+        peak = PeakResult.from_dict(peak)
+    reference = find_teacher(rows, teacher)
+    out_dir = ensure_writable_dir(out_dir)
+    from roverlite.report.pareto import plot_pareto
+
+    summary = summary_rows(rows, peak, teacher)
+    summary_path = atomic_write_json(out_dir / "summary.json", {
+        "schema_version": REPORT_SCHEMA_VERSION,
+        "generated": datetime.now(UTC).isoformat(timespec="seconds"),
+        "teacher": None if reference is None else reference.name,
+        "peak": None if peak is None else peak.to_dict(),
+        "variants": summary,
+    })
+    pareto = plot_pareto(rows, out_dir / "pareto.png")
+    overlay_path, overlay_notes = None, []
+    if overlays is not None:
+        overlay_path, overlay_notes = _overlays(rows, overlays, out_dir / "overlays.png", overlay_count, threads)
+
+    sections = _sections(rows, summary, reference, peak, overlay_path, [*overlay_notes, *notes])
+    markdown = atomic_write_text(out_dir / "report.md", render_markdown(title, sections))
+    page = atomic_write_text(out_dir / "report.html", render_html(title, sections, out_dir))
+    logger.info("report written to %s", out_dir)
+    return ReportPaths(out_dir=out_dir, markdown=markdown, html=page, summary=summary_path, pareto=pareto,
+                       overlays=overlay_path)
+
+
+def report_run_dirs(
+    run_dirs: Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    testpack: str | os.PathLike | None = None,
+    peak: bool | PeakResult = True,
+    teacher: str | None = None,
+    threads: int | None = None,
+    title: str = "roverlite variant report",
+    command: str | None = None,
+) -> ReportPaths:
+    """``roverlite report RUN_DIR... --out DIR``: collect the run folders' variants and build the report.
+
+    Args:
+        run_dirs: folders read by :func:`roverlite.report.collect.collect_run_dirs`.
+        out_dir: the report folder.
+        testpack: images for the prediction grid (default: the first ``testpack.npz`` found in
+            the run folders, e.g. a bundle's; none found = no grid).
+        peak: ``True`` measures this machine's peak (:func:`measure_peak`, needs TensorFlow, about
+            10 s), ``False`` skips it, or a :class:`PeakResult` measured before.
+        teacher, threads, title: as in :func:`build_report` (``threads`` also for the peak).
+        command: the command line, recorded in the notes.
+
+    Raises:
+        FileNotFoundError: a run folder or the test pack does not exist.
+        ValueError: nothing to report, or an invalid row (see :func:`collect_run_dirs`).
+    """
+    from roverlite.report.collect import collect_run_dirs, find_testpack
+    from roverlite.report.peak import measure_peak
+
+    rows = collect_run_dirs(run_dirs)
+    if testpack is None:
+        testpack = find_testpack(run_dirs)
+    elif not Path(testpack).is_file():
+        raise FileNotFoundError(f"Test pack not found. Expected an .npz file. Received: {str(testpack)!r}.")
+    if peak is True:
+        peak = measure_peak(threads=threads)
+    notes = [f"Run folders: {', '.join(str(d) for d in run_dirs)}."]
+    if command:
+        notes.append(f"Command: {command}")
+    return build_report(rows, out_dir, overlays=testpack, peak=peak or None, teacher=teacher, title=title,
+                        threads=threads, notes=notes)
+
+
+def summary_rows(
+    rows: Sequence[VariantRow], peak: PeakResult | None = None, teacher: str | None = None
+) -> list[dict[str, Any]]:
+    """One JSON-ready dict per variant (the content of ``summary.json``'s ``variants``)."""
+    reference = find_teacher(rows, teacher)
+    choices = recommend_runtime(rows)
+    out = []
+    for row in rows:
+        choice = choices.get(row.name)
+        best = None if choice is None else row.latency_on(choice.runtime)
+        gmacs = None if choice is None else row.gmac_per_s(choice.runtime)
+        peak_gmacs, peak_label = (None, None) if peak is None else peak.peak_for(_precision(row))
+        out.append({
+            "name": row.name,
+            "kind": row.kind,
+            "artifact": row.artifact,
+            "format": row.format,
+            "precision": _precision(row),
+            "miou": row.miou,
+            "delta_miou": _delta(row, reference),
+            "per_class_iou": dict(row.per_class_iou),
+            "accuracy_source": row.accuracy_source,
+            "size_bytes": row.size_bytes,
+            "macs": row.macs,
+            "params": row.params,
+            "latency_ms": {e.runtime: {"p50": e.p50_ms, "p90": e.p90_ms, "artifact": e.artifact, "threads": e.threads}
+                           for e in row.latency},
+            "recommended_runtime": None if choice is None else choice.runtime,
+            "p50_ms": None if best is None else best.p50_ms,
+            "p90_ms": None if best is None else best.p90_ms,
+            "gmac_per_s": None if gmacs is None else round(gmacs, 3),
+            "peak_gmac_per_s": peak_gmacs,
+            "peak": peak_label,
+            "peak_fraction": round(gmacs / peak_gmacs, 4) if gmacs and peak_gmacs else None,
+            "gate": None if row.gate is None else dict(row.gate),
+        })
+    return out
+
+
+def _precision(row: VariantRow) -> str | None:
+    if row.precision:
+        return row.precision
+    if row.format:
+        _, _, rest = row.format.partition("_")
+        return rest or "float32"
+    return None
+
+
+def _delta(row: VariantRow, reference: VariantRow | None) -> float | None:
+    if reference is None or row.miou is None or reference.miou is None:
+        return None
+    return round(row.miou - reference.miou, 4)
+
+
+# === Sections ===
+
+
+def _sections(
+    rows: Sequence[VariantRow],
+    summary: Sequence[Mapping[str, Any]],
+    reference: VariantRow | None,
+    peak: PeakResult | None,
+    overlay_path: Path | None,
+    notes: Sequence[str],
+) -> list[Section]:
+    runtimes = list(dict.fromkeys(e.runtime for row in rows for e in row.latency))
+    headers = ["variant", "kind", "mIoU", "Δ mIoU", "size", "GMAC", "params (M)",
+               *[f"{rt} p50 / p90 ms" for rt in runtimes], "runtime", "GMAC/s", "% of peak", "gate"]
+    table = []
+    for row, s in zip(rows, summary):
+        latency = []
+        for rt in runtimes:
+            entry = row.latency_on(rt)
+            p90 = "–" if entry is None or entry.p90_ms is None else f"{entry.p90_ms:.3f}"
+            latency.append(None if entry is None else f"{entry.p50_ms:.3f} / {p90}")
+        table.append([
+            row.name, row.kind, _fmt(row.miou, 4), _signed(s["delta_miou"]), format_bytes(row.size_bytes),
+            _fmt(None if row.macs is None else row.macs / 1e9, 4), _fmt(None if row.params is None else row.params / 1e6, 3),
+            *latency, s["recommended_runtime"], _fmt(s["gmac_per_s"], 1),
+            None if s["peak_fraction"] is None else f"{100 * s['peak_fraction']:.1f}%", _gate(row.gate),
+        ])
+    against = f"the teacher {reference.name!r}." if reference is not None else "no teacher (no 'teacher …' row with an mIoU)."
+    intro = [f"{len(rows)} variants; Δ mIoU against {against}"]
+    hosts = sorted({e.cpu for row in rows for e in row.latency if e.cpu})
+    threads = sorted({e.threads for row in rows for e in row.latency if e.threads})
+    if hosts:
+        intro.append(f"Latency measured on {', '.join(hosts)} with {', '.join(map(str, threads)) or '?'} thread(s); "
+                     "the runtime column is the faster measured runtime of each variant.")
+    sections = [Section("Variants", [*intro, Table(headers, table)])]
+
+    classes = list(dict.fromkeys(name for row in rows for name in row.per_class_iou))
+    if classes:
+        iou_rows = [[row.name, *[_fmt(row.per_class_iou.get(c), 4) for c in classes], _fmt(row.miou, 4),
+                     row.accuracy_source] for row in rows]
+        sections.append(Section("Per-class IoU", [Table(["variant", *classes, "mIoU", "measured on"], iou_rows)]))
+
+    choices = recommend_runtime(rows)
+    lines = []
+    for row in rows:
+        choice = choices.get(row.name)
+        if choice is None:
+            continue
+        others = ", ".join(f"{rt} {ms:.3f} ms" for rt, ms in choice.others.items())
+        lines.append(f"{row.name}: {choice.runtime} ({choice.p50_ms:.3f} ms p50)"
+                     + (f", over {others} ({choice.speedup:.2f}x)" if others else ", the only runtime measured"))
+    if lines:
+        sections.append(Section("Runtime recommendation", lines))
+
+    sections.append(Section("Accuracy vs latency", [Image("pareto.png", "mIoU against p50 latency per variant")]))
+    if overlay_path is not None:
+        sections.append(Section("Predictions", [Image(overlay_path.name, "image, truth and each variant's prediction")]))
+    if peak is not None:
+        conv = peak.conv or {}
+        peak_rows = [
+            ["fp32 numpy BLAS matmul", f"{peak.blas_size}³" if peak.blas_size else None, _fmt(peak.fp32_blas_gmacs, 1)],
+            ["fp32 LiteRT CONV_2D 3x3", _conv_text(conv), _fmt(peak.fp32_litert_gmacs, 1)],
+            ["int8 LiteRT CONV_2D 3x3", _conv_text(conv), _fmt(peak.int8_litert_gmacs, 1)],
+        ]
+        blocks: list[Any] = [
+            (f"Best of {peak.repeats} runs with {peak.threads} thread(s) on {peak.cpu}. '% of peak' above compares each "
+             "variant's MACs / p50 with the peak of its precision (int8: the int8 conv; float: the better fp32 one)."),
+            Table(["measurement", "size", "GMAC/s"], peak_rows),
+        ]
+        blocks += [f"failed: {e}" for e in peak.errors]
+        sections.append(Section("Machine peak", blocks))
+    all_notes = [*notes, *(f"{row.name}: {note}" for row in rows for note in row.notes)]
+    if all_notes:
+        sections.append(Section("Notes", all_notes))
+    return sections
+
+
+def _fmt(value: float | None, digits: int) -> str | None:
+    return None if value is None else f"{value:.{digits}f}"
+
+
+def _signed(value: float | None) -> str | None:
+    if value is None:
+        return None
+    return f"+{value:.4f}" if value >= 0 else f"−{abs(value):.4f}"
+
+
+def _gate(gate: Mapping[str, Any] | None) -> str | None:
+    if gate is None:
+        return None
+    passed = gate.get("passed")
+    reasons = gate.get("reasons") or gate.get("failures") or []
+    text = "passed" if passed else ("FAILED" if passed is False else "?")
+    return text + (f": {'; '.join(map(str, reasons))}" if reasons and not passed else "")
+
+
+def _conv_text(conv: Mapping[str, Any]) -> str | None:
+    if not conv:
+        return None
+    shape = "x".join(str(d) for d in conv.get("input", [])[1:])
+    return f"{shape} -> {conv.get('filters')} ({conv.get('macs', 0) / 1e9:.2f} GMAC)"
+
+
+# === Overlays ===
+
+
+def _overlays(
+    rows: Sequence[VariantRow], source: OverlaySource, path: Path, count: int, threads: int | None
+) -> tuple[Path | None, list[str]]:
+    from roverlite.deploy.segmenter import Segmenter
+    from roverlite.report.pareto import plot_overlay_grid
+
+    images, masks = _overlay_data(source)
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"Expected overlay_count >= 1. Received: {count!r}.")
+    images, masks = images[:count], masks[:count]
+    notes, columns, legend = [], {}, None
+    for row in rows:
+        if row.artifact is None:
+            notes.append(f"{row.name}: no artifact, not in the prediction grid")
+            continue
+        try:
+            segmenter = Segmenter(row.artifact, threads=threads)
+            tiles = [segmenter.overlay(image, segmenter.predict(image)) for image in images]
+        except (ValueError, FileNotFoundError, ImportError) as err:
+            notes.append(f"{row.name}: predictions failed ({err})")
+            continue
+        if legend is None:
+            legend = segmenter
+            columns["truth"] = [segmenter.overlay(image, mask) for image, mask in zip(images, masks)]
+        elif tuple(segmenter.classes) != tuple(legend.classes):
+            notes.append(f"{row.name}: classes {list(segmenter.classes)} differ from {list(legend.classes)}")
+        columns[row.name] = tiles
+    if legend is None:
+        notes.append("no variant artifact could predict the overlay images: prediction grid left out")
+        return None, notes
+    plot_overlay_grid(images, columns, path, legend.classes, legend.sidecar.class_colors)
+    return path, notes
+
+
+def _overlay_data(source: OverlaySource) -> tuple[Sequence[np.ndarray], Sequence[np.ndarray]]:
+    if isinstance(source, (str, os.PathLike)):
+        from roverlite.deploy.evaluate import load_testpack
+
+        pack = load_testpack(source)
+        return pack.images, pack.masks
+    if isinstance(source, tuple) and len(source) == 2:
+        images, masks = source
+        if len(images) != len(masks) or len(images) == 0:
+            raise ValueError(f"Expected overlay images and masks of equal, non-zero count. Received: "
+                             f"{len(images)} images, {len(masks)} masks.")
+        return images, masks
+    raise ValueError(f"Expected overlays as a test pack path or (images, masks). Received: {type(source).__name__}.")

@@ -1,0 +1,244 @@
+"""Compression recipes: the YAML schema, order rules checked before any work, and runs end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from compress_helpers import eager
+from export_helpers import band_scenes, trained_tiny_model
+from PIL import Image
+
+from roverlite.compress.gate import GateError
+from roverlite.compress.recipe import ExportStep, PruneStep, QatStep, Recipe, StructuredStep, load_recipe
+from roverlite.compress.runner import run_recipe
+from roverlite.config import ConfigError, load_config
+
+RECIPES = Path(__file__).resolve().parents[1] / "configs" / "recipes"
+LOOSE_GATE = {"max_miou_drop": 1.0, "max_rare_class_drop": 1.0, "rare_classes": ["big_rock"]}
+
+
+def _recipe(*steps: dict, gate: dict | None = None) -> Recipe:
+    return Recipe.from_dict({"name": "r", "steps": list(steps), **({"gate": gate} if gate else {})})
+
+
+# === Schema ===
+
+
+@pytest.mark.parametrize("path", sorted(RECIPES.glob("*.yaml")), ids=lambda p: p.stem)
+def test_shipped_recipes_round_trip_through_yaml(path, tmp_path):
+    recipe = load_recipe(path)
+    saved = recipe.to_yaml(tmp_path / "r.yaml")
+    assert load_recipe(tmp_path / "r.yaml") == recipe
+    assert Recipe.from_dict(yaml.safe_load(saved)).to_yaml() == saved
+
+
+def test_every_step_kind_round_trips_with_non_default_values(tmp_path):
+    recipe = _recipe(
+        {"distill": {"student": "unet_xs", "student_overrides": {"base_width": 6}, "epochs": 3, "alpha": 0.7}},
+        {"prune": {"target_sparsity": 0.6, "epochs": 2, "frequency": 5, "skip_layers": ["logits", "dec0_*"]}},
+        {"structured": {"keep_ratio": [0.5, 0.5, 0.75], "criterion": "bn", "epochs": 0}},
+        {"qat": {"epochs": 1, "preserve_sparsity": True, "learning_rate": 1e-4}},
+        {"export": {"formats": ["tflite_int8"], "int8_io": False}},
+        {"export": {"formats": ["tflite_int8"], "representative_count": 8}},
+        gate={"max_miou_drop": 0.01, "rare_classes": ["big_rock"], "qdebug": {"top_k": 3}},
+    )
+    assert [s.kind for s in recipe.steps] == ["distill", "prune", "structured", "qat", "export", "export"]
+    assert recipe.steps[2].keep_ratio == (0.5, 0.5, 0.75) and recipe.steps[4].int8_io is False
+    recipe.to_yaml(tmp_path / "r.yaml")
+    assert load_recipe(tmp_path / "r.yaml") == recipe
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"name": "r", "steps": [{"prun": {}}]}, 'Unknown step kind at steps\\[0\\].*Did you mean "prune"'),
+        ({"name": "r", "steps": [{"prune": {"target_sparsty": 0.5}}]},
+         "'steps\\[0\\].prune.target_sparsty'. Did you mean \"target_sparsity\""),
+        ({"name": "r", "steps": [{"qat": {}}], "gates": {}}, "Unknown recipe key 'gates'. Did you mean \"gate\""),
+        ({"name": "r", "steps": [{"qat": {}}], "gate": {"max_miou_dorp": 1}}, 'Did you mean "max_miou_drop"'),
+        ({"name": "r", "steps": [{"export": {"formats": ["tflite_int"]}}]},
+         'steps\\[0\\].export.*Did you mean "tflite_int8"'),
+        ({"name": "r", "steps": [{"prune": {"target_sparsity": 1.5}}]}, "steps\\[0\\].prune: Expected target_sparsity"),
+        ({"name": "r", "steps": [{"structured": {"keep_ratio": 0}}]}, "keep_ratio in \\(0, 1\\]"),
+        ({"name": "r", "steps": [{"structured": {"criterion": "l2"}}]}, 'Did you mean "l1"'),
+        ({"name": "r", "steps": [{"distill": {"epochs": 2}}]}, "distill.student is required"),
+        ({"name": "r", "steps": [{"qat": {"epochs": 0}}]}, "qat.epochs to be an integer >= 1"),
+        ({"name": "r", "steps": [{"qat": {}, "prune": {}}]}, "one \\{kind: settings\\} entry"),
+        ({"name": "r", "steps": []}, "at least one step"),
+        ({"name": "a b", "steps": [{"qat": {}}]}, "recipe name"),
+    ],
+)
+def test_bad_recipes_are_refused_with_the_place_and_closest_name(raw, message):
+    with pytest.raises(ConfigError, match=message):
+        Recipe.from_dict(raw)
+
+
+@pytest.mark.parametrize(
+    "steps, message",
+    [
+        ([{"export": {}}, {"prune": {}}], "after the export at steps\\[0\\].*nothing after an export except another"),
+        ([{"qat": {}}, {"prune": {}}], "after qat at steps\\[0\\].*QAT-wrapped model cannot be pruned or distilled"),
+        ([{"qat": {}}, {"structured": {}}], "QAT-wrapped model cannot be pruned"),
+        ([{"qat": {}}, {"distill": {"student": "unet_xs"}}], "QAT-wrapped model cannot be pruned or distilled"),
+        ([{"qat": {}}, {"qat": {}}], "qat at most once.*the first is steps\\[0\\]"),
+        ([{"qat": {}}, {"export": {"formats": ["tflite_int8", "onnx"]}}], "formats \\['onnx'\\].*int8 TFLite only"),
+    ],
+)
+def test_order_rules_give_their_reason(steps, message):
+    with pytest.raises(ConfigError, match=message):
+        _recipe(*steps)
+
+
+def test_order_rules_hold_for_recipes_built_in_python():
+    with pytest.raises(ConfigError, match="after qat"):
+        Recipe("r", (QatStep(), PruneStep()))
+    assert Recipe("r", (PruneStep(), StructuredStep(), QatStep(), ExportStep(), ExportStep(("tflite_int8",)))).steps
+
+
+def test_load_recipe_names_a_missing_or_unparsable_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="Recipe file not found"):
+        load_recipe(tmp_path / "none.yaml")
+    (tmp_path / "bad.yaml").write_text("name: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_recipe(tmp_path / "bad.yaml")
+    (tmp_path / "typo.yaml").write_text("name: r\nsteps: [{qat: {epoch: 1}}]\n")
+    with pytest.raises(ConfigError, match="typo.yaml: Unknown config key 'steps\\[0\\].qat.epoch'"):
+        load_recipe(tmp_path / "typo.yaml")
+
+
+# === Running ===
+
+
+@pytest.fixture(scope="module")
+def teacher_run(tmp_path_factory) -> Path:
+    """A run folder (model.h5 + config.yaml) of the trained tiny model, on a folder of band scenes."""
+    from roverlite.train.modelfile import save_model_file
+
+    root = tmp_path_factory.mktemp("band")
+    images, masks = band_scenes(36, seed=5)
+    for folder in ("images", "masks"):
+        (root / "data" / folder).mkdir(parents=True)
+    for k, (image, mask) in enumerate(zip(images, masks)):
+        Image.fromarray(image[..., 0]).save(root / "data" / "images" / f"b{k:03d}.png")
+        Image.fromarray(mask).save(root / "data" / "masks" / f"b{k:03d}.png")
+    cfg = load_config(
+        None,
+        overrides=[
+            "data.format=folder", f"data.path={root / 'data'}", "data.image_size=[32, 32]", "data.mean=[0.5]",
+            "data.std=[0.25]", "model.name=unet_tiny", "train.batch_size=16", "train.learning_rate=0.005",
+        ],
+    )
+    run = root / "teacher"
+    save_model_file(trained_tiny_model(), run / "model.h5")
+    cfg.to_yaml(run / "config.yaml")
+    return run
+
+
+def test_bad_recipe_or_folder_is_refused_before_any_work(teacher_run, tmp_path):
+    typo = _recipe({"export": {}}, gate={"rare_classes": ["big_rok"]})
+    with pytest.raises(ConfigError, match='Did you mean "big_rock"'):
+        run_recipe(teacher_run, typo, tmp_path / "a", progress=False)
+    student = _recipe({"distill": {"student": "unet_xz"}}, {"export": {}})
+    with pytest.raises(ConfigError, match="steps\\[0\\].distill: Unknown model.*unet_xs"):
+        run_recipe(teacher_run, student, tmp_path / "b", progress=False)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "recipe_result.json").write_text("{}")
+    with pytest.raises(ValueError, match="already holds a recipe run"):
+        run_recipe(teacher_run, _recipe({"export": {}}), tmp_path / "c", progress=False)
+    with pytest.raises(FileNotFoundError, match="Expected a run folder with model.h5"):
+        run_recipe(tmp_path / "none", _recipe({"export": {}}), tmp_path / "d", progress=False)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_distill_qat_export_saves_every_step_with_artifact_sidecar_and_gate(teacher_run, tmp_path):
+    from roverlite.deploy.sidecar import read_sidecar
+    from roverlite.io import sha256_file
+
+    recipe = _recipe(
+        {"distill": {"student": "unet_tiny", "student_overrides": {"base_width": 2}, "epochs": 1}},
+        {"qat": {"epochs": 1}},
+        {"export": {"formats": ["tflite_int8"], "representative_count": 16}},
+        gate=LOOSE_GATE,
+    )
+    with eager():
+        result = run_recipe(teacher_run, recipe, tmp_path / "out", progress=False)
+    out = tmp_path / "out"
+    assert result.passed and [s.kind for s in result.steps] == ["distill", "qat", "export"]
+    assert load_recipe(out / "recipe.yaml") == recipe
+    saved = json.loads((out / "recipe_result.json").read_text())
+    assert saved["status"] == "passed" and len(saved["steps"]) == 3
+    assert json.loads((out / "0_teacher" / "eval.json").read_text())["miou"] == result.teacher["miou"]
+
+    distilled = result.steps[0]
+    assert distilled.model_path == out / "1_distill" / "model.h5"
+    assert load_config(out / "1_distill" / "config.yaml").model.overrides == {"base_width": 2}
+    side = read_sidecar(distilled.artifacts[0]["path"])
+    assert side.format == "tflite" and side.source_sha256 == sha256_file(distilled.model_path)
+    assert side.recipe["recipe"] == "r" and side.recipe["step"] == 1
+    assert side.recipe["steps"] == recipe.to_dict()["steps"]
+    assert side.recipe["teacher"]["sha256"] == sha256_file(teacher_run / "model.h5")
+
+    qat = result.steps[1]
+    assert qat.model_path is None and qat.weights_path.is_file() and not (out / "2_qat" / "model.h5").exists()
+    for step in result.steps[1:]:
+        (artifact,) = step.artifacts
+        assert artifact["format"] == "tflite_int8" and artifact["macs"] == distilled.cost["macs"]
+        source = read_sidecar(artifact["path"]).recipe["source_model"]
+        assert source["kind"] == "qat_weights" and source["sha256"] == sha256_file(qat.weights_path)
+        assert source["architecture"]["sha256"] == sha256_file(distilled.model_path)
+        gate = json.loads((step.dir / "gate.json").read_text())
+        assert gate["passed"] and "QAT" in gate["artifacts"][0]["qdebug"]["skipped"]
+    assert result.final_artifacts[0]["miou"] == saved["steps"][2]["artifacts"][0]["miou"]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_shipped_teacher_ptq_recipe_reports_per_layer_int8_error(teacher_run, tmp_path):
+    result = run_recipe(teacher_run, RECIPES / "teacher_ptq.yaml", tmp_path / "ptq", progress=False, enforce_gate=False)
+    (report,) = result.steps[0].gate
+    assert report.format == "tflite_int8" and report.teacher_miou == result.teacher["miou"]
+    top = report.qdebug["top"]
+    assert len(top) == 5 and top[0]["rmse_over_scale"] >= top[-1]["rmse_over_scale"]
+    assert json.loads((tmp_path / "ptq" / "1_export" / "gate.json").read_text())["artifacts"][0]["qdebug"]["top"]
+
+
+def test_broken_floor_stops_the_recipe_with_a_gate_error_naming_step_and_numbers(teacher_run, tmp_path):
+    recipe = _recipe(
+        {"structured": {"keep_ratio": 0.25, "epochs": 0}}, {"export": {"formats": ["tflite"]}},
+        gate={"max_miou_drop": 0.0, "max_rare_class_drop": 0.0, "rare_classes": ["big_rock"]},
+    )
+    with pytest.raises(GateError, match=r"Accuracy gate failed at step 1_structured \(r-1-structured_tflite.tflite\)"):
+        run_recipe(teacher_run, recipe, tmp_path / "out", progress=False)
+    saved = json.loads((tmp_path / "out" / "recipe_result.json").read_text())
+    assert saved["status"] == "failed" and "1_structured" in saved["message"]
+    assert not json.loads((tmp_path / "out" / "1_structured" / "gate.json").read_text())["passed"]
+    assert not (tmp_path / "out" / "2_export").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_prune_structured_pqat_chain_keeps_zeros_and_thins_the_model(teacher_run, tmp_path):
+    from roverlite.compress.steps import kernel_sparsity
+    from roverlite.train.modelfile import load_model_file
+
+    recipe = _recipe(
+        {"prune": {"target_sparsity": 0.5, "epochs": 2}},
+        {"structured": {"keep_ratio": 0.75, "epochs": 1}},
+        {"prune": {"target_sparsity": 0.5, "epochs": 1}},
+        {"qat": {"epochs": 1, "preserve_sparsity": True}},
+        {"export": {"formats": ["tflite_int8"]}},
+        gate=LOOSE_GATE,
+    )
+    with eager():
+        result = run_recipe(teacher_run, recipe, tmp_path / "out", progress=False)
+    prune, structured, reprune, qat, export = result.steps
+    assert prune.details["sparsity"] == pytest.approx(0.5, abs=0.05)
+    assert kernel_sparsity(load_model_file(prune.model_path)) == pytest.approx(prune.details["sparsity"])
+    assert structured.cost["macs"] < prune.cost["macs"] and structured.details["macs_after"] == structured.cost["macs"]
+    assert qat.details["sparsity"] >= reprune.details["sparsity"] - 1e-6  # PQAT kept the zeros
+    assert export.artifacts[0]["size_bytes"] < result.teacher["size_bytes"]
+    assert np.isfinite(export.artifacts[0]["miou"])
