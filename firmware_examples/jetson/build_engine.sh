@@ -15,7 +15,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PYTHON="${PYTHON:-python3}"
 
 usage() {
-  sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"
   echo "Options: --bundle DIR  --precision fp32|fp16|int8  --calib FILE  --out ENGINE  --load-inputs FILE"
   echo "         --timing-cache FILE  --perf-only  --dry-run  -h|--help"
 }

@@ -86,8 +86,7 @@ def choose_providers(
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description="Jetson camera segmentation loop (ONNX Runtime). " + __doc__.split("\n\n")[1].replace("\n", " "),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Jetson camera segmentation loop (ONNX Runtime). " + __doc__.split("\n\n")[1].replace("\n", " ").replace("``", ""),
     )
     app.add_arguments(parser, SOURCES)
     parser.add_argument(

@@ -20,7 +20,7 @@ START=1
 CHECK_ONLY=0
 SERVICE_USER="roverlite"
 
-usage() { sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; echo "Options: --bundle DIR|TAR.GZ  --package SPEC  --prefix DIR  --no-start  --check-only"; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; echo "Options: --bundle DIR|TAR.GZ  --package SPEC  --prefix DIR  --no-start  --check-only"; }
 die() { echo "error: $*" >&2; exit 2; }
 say() { echo "==> $*"; }
 

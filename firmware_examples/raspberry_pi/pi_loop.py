@@ -31,8 +31,7 @@ SOURCES = ("auto", "picamera2", "opencv", "folder")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description="Raspberry Pi camera segmentation loop (LiteRT). " + __doc__.split("\n\n")[1].replace("\n", " "),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Raspberry Pi camera segmentation loop (LiteRT). " + __doc__.split("\n\n")[1].replace("\n", " ").replace("``", ""),
     )
     app.add_arguments(parser, SOURCES)
     parser.add_argument(

@@ -186,11 +186,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from roverlite.export.dataset import export_from_config
+    from roverlite.export.micro import export_with_c_array
 
     model = Path(args.model)
     cfg = _run_config(args, model, _data_overrides(args.calibration_data))
-    results = export_from_config(
+    results = export_with_c_array(
         model if not model.is_dir() else model / "model.h5",
         args.format,
         args.out,
@@ -206,6 +206,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     for r in results:
         status = "ok" if r.passed else "CHECK FAILED"
         print(f"  {r.format:<{width}}  {r.size_bytes:>10,} B  {status:<12}  {r.path}")
+        micro = json.loads(Path(r.sidecar_path).read_text()).get("tflite_micro") if r.format == "c_array" else None
+        if micro:
+            print(f"  {'':<{width}}  TFLite-Micro ops {', '.join(micro['ops'])}; tensor arena "
+                  f"{micro['arena_bytes']:,} B (measured {micro['arena_bytes_measured']:,} B + margin)")
     return 0 if all(r.passed for r in results) else EXIT_FINDINGS
 
 
@@ -338,7 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("model", help="model.h5 or a run folder")
     _add_config_options(ex)
     ex.add_argument("--format", "-f", nargs="+", required=True, metavar="F",
-                    help="one or more of: tflite tflite_fp16 tflite_dynamic tflite_int8 onnx onnx_int8")
+                    help="one or more of: tflite tflite_fp16 tflite_dynamic tflite_int8 onnx onnx_int8 c_array "
+                         "(c_array: int8 TFLite checked under TFLite-Micro, as model_data.cc/.h for an MCU)")
     ex.add_argument("--out", type=Path, required=True, help="output folder for <name>_<format>.<ext> + .json")
     ex.add_argument("--calibration-data", help="dataset for calibration and self-check (default: the config's)")
     ex.add_argument("--representative-count", type=int, default=100, help="calibration images for int8 (default 100)")
