@@ -235,11 +235,6 @@ class SimulatedKill(BaseException):
     pass
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="checkpoint.save_checkpoint deletes .old-last before the new checkpoint is renamed into place, "
-    "so a kill in between, after a resume from .old-last, leaves no checkpoint (proposed fix in the report)",
-)
 def test_kill_during_the_save_after_resuming_from_old_last_keeps_a_checkpoint(
     epoch3_checkpoint, blank_model, tmp_path, monkeypatch
 ):
@@ -261,10 +256,6 @@ def test_kill_during_the_save_after_resuming_from_old_last_keeps_a_checkpoint(
     assert checkpoint.find_checkpoint(folder) is not None
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="checkpoint.save_checkpoint never removes .tmp-* folders a kill left (each a full checkpoint)",
-)
 def test_save_after_a_kill_removes_stale_temporary_checkpoints(epoch3_checkpoint, blank_model, tmp_path):
     from roverlite.train.checkpoint import find_checkpoint, save_checkpoint
 

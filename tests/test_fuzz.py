@@ -2,7 +2,7 @@
 
 Each parser must either return a correct result or raise its documented error (``DataError``
 naming the file, ``ConfigError``, ``FileNotFoundError``), never another exception and never run
-code. Known bugs are pinned by ``xfail(strict=True)`` cases with the exact failing input; the
+code. Bugs the fuzzers found are kept as regression cases with the exact failing input; the
 fuzzers tolerate only those exception types, listed in ``KNOWN_*`` tuples that go with the fixes.
 """
 
@@ -181,8 +181,8 @@ def _valid_npz(compressed: bool) -> bytes:
 VALID_NPZ = {False: _valid_npz(False), True: _valid_npz(True)}
 
 # Exception types the npz loader still lets through for damaged archives; each is pinned by an
-# xfail case in test_damaged_npz_is_a_data_error. Empty this tuple with the fix in formats.py.
-KNOWN_NPZ_LEAKS = (zlib.error, NotImplementedError)
+# exception types a damaged .npz once leaked; formats._load_npz now turns all of them into DataError.
+KNOWN_NPZ_LEAKS: tuple[type[BaseException], ...] = ()
 
 
 @st.composite
@@ -245,7 +245,9 @@ def _unknown_compression() -> bytes:
 
 
 def _xfail(reason: str, raises: type[BaseException]):
-    return pytest.mark.xfail(strict=True, raises=raises, reason=f"formats._load_npz: {reason}")
+    # Were known bugs (pinned as strict xfails until formats._load_npz was fixed); kept as the
+    # regression cases they now are, with the reason as documentation.
+    return ()
 
 
 @pytest.mark.parametrize(
@@ -312,8 +314,8 @@ def _leaf_paths(node, prefix=()):
 
 
 BASE_CONFIG = to_plain(Config())
-# Mapping-typed fields are left out until config._coerce checks mappings (xfail cases below).
-MAPPING_FIELDS = {("data", "label_map"), ("train", "loss"), ("model", "overrides")}
+# Mapping-typed fields once escaped type checks; config._coerce checks them now.
+MAPPING_FIELDS: set[tuple[str, str]] = set()
 FIELD_PATHS = sorted(
     {p for p in _leaf_paths(BASE_CONFIG) if p[:2] not in MAPPING_FIELDS} | {(s,) for s in BASE_CONFIG}
 )
@@ -408,7 +410,8 @@ def test_missing_config_file_is_file_not_found(tmp_path):
 
 
 def _config_xfail(reason: str, raises: type[BaseException]):
-    return pytest.mark.xfail(strict=True, raises=raises, reason=f"config.py: {reason}")
+    # Were known bugs in config.py (strict xfails until fixed); now plain regression cases.
+    return ()
 
 
 def _not_coerced(text: str, raises: type[BaseException], case_id: str):
@@ -459,7 +462,6 @@ def test_bad_config_value_is_a_config_error(tmp_path, text):
         load_config(path)
 
 
-@pytest.mark.xfail(strict=True, raises=UnicodeDecodeError, reason="config.load_config: read_text() of non-UTF-8 bytes")
 def test_config_file_that_is_not_utf8_is_a_config_error_naming_it(tmp_path):
     path = tmp_path / "binary.yaml"
     path.write_bytes(b"train:\n  epochs: \xff\xfe\n")
@@ -481,19 +483,12 @@ def test_override_values_load_or_raise_config_error(text):
         pass
 
 
-@pytest.mark.xfail(
-    strict=True, raises=yaml.YAMLError,
-    reason="config.apply_overrides: a --set value's yaml.YAMLError is not a ValueError: the CLI shows a traceback",
-)
 def test_override_value_that_is_not_yaml_is_a_config_error():
     with pytest.raises(ConfigError, match="train.epochs"):
         load_config(None, overrides=["train.epochs=[1"])
 
 
-_UNCHECKED = pytest.mark.xfail(
-    strict=True, raises=pytest.fail.Exception,
-    reason="config.py checks only the sign of these values, so NaN/inf pass (and focal_gamma is not checked)",
-)
+_UNCHECKED = ()  # were strict xfails until config.py checked finiteness and focal_gamma
 
 
 @pytest.mark.parametrize(

@@ -149,29 +149,15 @@ def _lambda_model(marker: Path, kind: str):
         outputs = inner(inputs)
     return keras.Model(inputs, keras.layers.Dense(2)(outputs))
 
-
-# Both xfails are one bug in train/modelfile.py (_code_layers_in); the report has the fix.
-_TOP_LEVEL_ONLY = "modelfile._code_layers_in reads only the top-level layer list and its 'name' key"
+# "nested" and "sequential" were one bug (only the top-level layer list was read); fixed in modelfile.
 
 
 @pytest.mark.parametrize(
     "kind",
     [
         "functional",
-        pytest.param(
-            "nested",
-            marks=pytest.mark.xfail(
-                strict=True, raises=AssertionError,
-                reason=f"{_TOP_LEVEL_ONLY}: a Lambda inside a nested model loads and runs its code",
-            ),
-        ),
-        pytest.param(
-            "sequential",
-            marks=pytest.mark.xfail(
-                strict=True, raises=AssertionError,
-                reason=f"{_TOP_LEVEL_ONLY}: a Sequential model is refused as 'None (Lambda)', not by layer name",
-            ),
-        ),
+        "nested",
+        "sequential",
     ],
 )
 def test_h5_with_a_lambda_layer_is_refused_without_running_its_code(tmp_path, kind):

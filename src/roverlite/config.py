@@ -13,9 +13,12 @@ Example:
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import difflib
+import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -159,6 +162,10 @@ class DataConfig:
                 f"Received: {list(values)}.",
             )
         _require(all(s > 0 for s in self.std), f"data.std must be > 0. Received: {list(self.std)}.")
+        _require(
+            all(math.isfinite(v) for v in (*self.mean, *self.std)),
+            f"data.mean and data.std must be finite. Received: mean={list(self.mean)}, std={list(self.std)}.",
+        )
         _require(0.0 < self.val_fraction < 1.0, f"data.val_fraction must be in (0, 1). Received: {self.val_fraction}.")
         _require(
             self.max_images is None or self.max_images > 0,
@@ -295,9 +302,13 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, f"train.epochs must be >= 1. Received: {self.epochs}.")
         _require(self.batch_size >= 1, f"train.batch_size must be >= 1. Received: {self.batch_size}.")
+        for key in ("learning_rate", "weight_decay", "warmup_epochs", "focal_gamma"):
+            value = getattr(self, key)
+            _require(math.isfinite(value), f"train.{key} must be a finite number. Received: {value}.")
         _require(self.learning_rate > 0, f"train.learning_rate must be > 0. Received: {self.learning_rate}.")
         _require(self.weight_decay >= 0, f"train.weight_decay must be >= 0. Received: {self.weight_decay}.")
         _require(self.warmup_epochs >= 0, f"train.warmup_epochs must be >= 0. Received: {self.warmup_epochs}.")
+        _require(self.focal_gamma >= 0, f"train.focal_gamma must be >= 0. Received: {self.focal_gamma}.")
         _require(
             self.patience is None or self.patience >= 1,
             f"train.patience must be >= 1 or null. Received: {self.patience}.",
@@ -315,7 +326,10 @@ class TrainConfig:
                 name in losses,
                 f"train.loss term must be one of {losses}. Received: {name!r}." + did_you_mean(name, losses),
             )
-            _require(float(weight) > 0, f"train.loss.{name} weight must be > 0. Received: {weight}.")
+            _require(
+                math.isfinite(float(weight)) and float(weight) > 0,
+                f"train.loss.{name} weight must be a finite number > 0. Received: {weight}.",
+            )
         strategies = ("auto", "none", "mirrored", "multiworker")
         _require(
             self.strategy in strategies,
@@ -428,7 +442,7 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         if len(value) != len(args):
             raise ConfigError(f"Expected {len(args)} values for {where}. Received: {list(value)}.")
         return tuple(_coerce(a, v, where) for a, v in zip(args, value))
-    if origin in (Mapping, dict) or hint in (dict, Mapping):
+    if origin in (collections.abc.Mapping, dict) or hint in (dict, Mapping):
         if not isinstance(value, Mapping):
             raise ConfigError(f"Expected a mapping for {where}. Received: {value!r}.")
         if args:
@@ -442,14 +456,17 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            if isinstance(value, str) and re.fullmatch(r"\s*-?[0-9]+\s*", value):
                 return int(value)
             raise ConfigError(f"Expected an integer for {where}. Received: {value!r}.")
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"Expected a number for {where}. Received: {value!r}.")
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise ConfigError(f"Expected a number for {where}. Received: an integer of {len(str(value))} digits.") from None
     if hint is str:
         if not isinstance(value, str):
             raise ConfigError(f"Expected a string for {where}. Received: {value!r}.")
@@ -475,7 +492,13 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
             node = node.setdefault(key, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"Cannot set {dotted!r}: {key!r} is not a section.")
-        node[keys[-1]] = yaml.safe_load(text)
+        try:
+            node[keys[-1]] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ConfigError(
+                f"Cannot parse the value of {dotted!r} as YAML. Expected e.g. {dotted}=3 or {dotted}=[1, 2]. "
+                f"Received: {text!r}."
+            ) from None
     return out
 
 
@@ -495,15 +518,18 @@ def load_config(
         if not path.is_file():
             raise FileNotFoundError(f"Config file not found. Expected a YAML file. Received: {str(path)!r}.")
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"Config {str(path)!r} is not valid YAML: {err}".splitlines()[0]) from None
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as err:
+            # RecursionError: PyYAML composes nested collections recursively (a few hundred levels).
+            raise ConfigError(f"Config {str(path)!r} is not valid YAML (UTF-8): {err}".splitlines()[0]) from None
         if not isinstance(raw, dict):
             raise ConfigError(f"Expected a mapping at the top of {str(path)!r}. Received: {type(raw).__name__}.")
         data = raw.get("data")
         if isinstance(data, dict):
             for key in ("path", "quarantine"):
                 value = data.get(key)
+                if isinstance(value, str) and "\x00" in value:
+                    raise ConfigError(f"data.{key} holds a NUL character. Expected a path. Received: {value!r}.")
                 if isinstance(value, str) and value and not os.path.isabs(value):
                     data[key] = str((path.parent / value).resolve())
     raw = apply_overrides(raw, overrides)

@@ -149,7 +149,8 @@ class StructuredStep:
             (bottleneck last).
         criterion: ``l1`` or ``bn``.
         epochs: fine-tuning epochs (0 = none).
-        learning_rate: peak rate (default: a tenth of ``train.learning_rate``).
+        learning_rate: peak rate (default: half of ``train.learning_rate``: the thinner model
+            re-learns more than a pruned or QAT one, see ``steps.DEFAULT_LR_FRACTION``).
     """
 
     kind: ClassVar[str] = "structured"

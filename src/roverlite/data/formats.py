@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import zipfile
+import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
@@ -367,6 +368,16 @@ def _load_npz(file: Path, keys: Sequence[str]) -> tuple[dict[str, np.ndarray], l
         "run arbitrary code). Expected plain numeric arrays saved with np.savez. Received: object arrays."
     )
     try:
+        with open(file, "rb") as fh:
+            magic = fh.read(6)
+        if magic.startswith(b"\x80"):  # the PROTO opcode that starts a pickle (protocol 2 and later)
+            raise DataError(pickled)
+        if not magic.startswith((b"PK\x03\x04", b"PK\x05\x06", b"\x93NUMPY")):
+            # np.load would take any other file for a pickle and say so; it is not an archive at all.
+            raise DataError(
+                f"{str(file)!r} is not an .npz archive. Expected np.savez output (a zip of .npy arrays). "
+                f"Received: a file starting with {magic!r}."
+            )
         archive = np.load(file, allow_pickle=False)
         if not isinstance(archive, np.lib.npyio.NpzFile):
             raise DataError(
@@ -377,7 +388,14 @@ def _load_npz(file: Path, keys: Sequence[str]) -> tuple[dict[str, np.ndarray], l
             if extra:
                 logger.info("%s: ignoring arrays %s (only %s are used)", file, extra, list(keys))
             # Members are read eagerly inside the try: NpzFile refuses object arrays only on access.
-            return {k: archive[k] for k in keys if k in archive.files}, list(archive.files)
+            arrays = {k: archive[k] for k in keys if k in archive.files}
+            names = list(archive.files)
+        raw = sorted(k for k, v in arrays.items() if not isinstance(v, np.ndarray))
+        if raw:  # NpzFile returns a member without the .npy header as bytes
+            raise DataError(
+                f"{str(file)!r} holds members that are not .npy arrays. Expected np.savez output. Received: {raw}."
+            )
+        return arrays, names
     except ValueError as err:
         if isinstance(err, DataError):
             raise
@@ -386,8 +404,15 @@ def _load_npz(file: Path, keys: Sequence[str]) -> tuple[dict[str, np.ndarray], l
         raise DataError(
             f"Cannot read {str(file)!r}. Expected an .npz archive of numeric arrays. Received: {err}."
         ) from None
-    except (OSError, zipfile.BadZipFile, EOFError) as err:
+    except (OSError, zipfile.BadZipFile, EOFError, zlib.error, NotImplementedError) as err:
+        # zlib.error: a damaged deflate stream; NotImplementedError: zipfile meets an unknown
+        # compression method or zip feature.
         raise DataError(f"Cannot read {str(file)!r}. Expected a complete .npz archive. Received: {err}.") from None
+    except MemoryError:
+        raise DataError(
+            f"Cannot read {str(file)!r}. Expected arrays that fit in memory. Received: an array header "
+            "claiming more memory than this machine has."
+        ) from None
 
 
 def _numbered(prefix: str, count: int) -> list[str]:

@@ -59,6 +59,7 @@ class TrainState:
 def save_checkpoint(folder: Path, model, optimizer, state: TrainState) -> Path:
     """Write model + optimiser + state as ``folder/last``, replacing the old one atomically."""
     folder.mkdir(parents=True, exist_ok=True)
+    _finish_interrupted_swap(folder)
     tmp = Path(tempfile.mkdtemp(dir=folder, prefix=".tmp-"))
     try:
         tf.train.Checkpoint(model=model, optimizer=optimizer).write(str(tmp / "ckpt"))
@@ -78,6 +79,20 @@ def save_checkpoint(folder: Path, model, optimizer, state: TrainState) -> Path:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _finish_interrupted_swap(folder: Path) -> None:
+    """Put back a ``.old-last`` that a kill left without ``last``; drop temporaries a kill left.
+
+    Without this, the next save would delete ``.old-last`` (the only complete checkpoint) before
+    its own is renamed into place, and every kill mid-save would leave a full-size ``.tmp-*``.
+    """
+    last, old = folder / LAST, folder / ".old-last"
+    if not (last / "state.json").is_file() and (old / "state.json").is_file():
+        shutil.rmtree(last, ignore_errors=True)
+        os.replace(old, last)
+    for stale in folder.glob(".tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def find_checkpoint(folder: Path) -> Path | None:

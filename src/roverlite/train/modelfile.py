@@ -43,9 +43,22 @@ def _code_layers_in(path: Path) -> list[str]:
         raise ValueError(f"Not a Keras model file. Expected an HDF5 file with a model_config. Received: {str(path)!r}.")
     if isinstance(raw, bytes):
         raw = raw.decode("utf-8")
-    config = json.loads(raw)
-    layers = config.get("config", {}).get("layers", [])
-    return [f"{layer.get('name')} ({layer.get('class_name')})" for layer in layers if layer.get("class_name") in _CODE_LAYERS]
+    return _code_layers(json.loads(raw))
+
+
+def _code_layers(node) -> list[str]:
+    """Every layer config whose class runs stored code, at any depth (nested models, wrappers)."""
+    if isinstance(node, list):
+        return [found for item in node for found in _code_layers(item)]
+    if not isinstance(node, dict):
+        return []
+    found = []
+    if node.get("class_name") in _CODE_LAYERS:
+        config = node.get("config") if isinstance(node.get("config"), dict) else {}
+        found.append(f"{node.get('name') or config.get('name')} ({node['class_name']})")  # Sequential: in config
+    for value in node.values():
+        found += _code_layers(value)
+    return found
 
 
 def load_model_file(path: str | Path):
