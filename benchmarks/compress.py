@@ -94,7 +94,7 @@ def run_variant(
         rows.append({
             "name": name if len(artifacts) == 1 else f"{name}/{artifact['format']}",
             "recipe": recipe.name,
-            "artifact": artifact["path"],
+            "artifact": artifact["artifact"],
             "format": artifact["format"],
             "miou": artifact["miou"],
             "per_class_iou": artifact["per_class_iou"],

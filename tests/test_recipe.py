@@ -177,7 +177,7 @@ def test_distill_qat_export_saves_every_step_with_artifact_sidecar_and_gate(teac
     distilled = result.steps[0]
     assert distilled.model_path == out / "1_distill" / "model.h5"
     assert load_config(out / "1_distill" / "config.yaml").model.overrides == {"base_width": 2}
-    side = read_sidecar(distilled.artifacts[0]["path"])
+    side = read_sidecar(distilled.artifacts[0]["artifact"])
     assert side.format == "tflite" and side.source_sha256 == sha256_file(distilled.model_path)
     assert side.recipe["recipe"] == "r" and side.recipe["step"] == 1
     assert side.recipe["steps"] == recipe.to_dict()["steps"]
@@ -188,7 +188,7 @@ def test_distill_qat_export_saves_every_step_with_artifact_sidecar_and_gate(teac
     for step in result.steps[1:]:
         (artifact,) = step.artifacts
         assert artifact["format"] == "tflite_int8" and artifact["macs"] == distilled.cost["macs"]
-        source = read_sidecar(artifact["path"]).recipe["source_model"]
+        source = read_sidecar(artifact["artifact"]).recipe["source_model"]
         assert source["kind"] == "qat_weights" and source["sha256"] == sha256_file(qat.weights_path)
         assert source["architecture"]["sha256"] == sha256_file(distilled.model_path)
         gate = json.loads((step.dir / "gate.json").read_text())

@@ -37,6 +37,14 @@ _LAZY = {
     "quantize_aware": "roverlite.compress",
     "DistillConfig": "roverlite.compress",
     "distill": "roverlite.compress",
+    "run_recipe": "roverlite.compress",
+    "load_recipe": "roverlite.compress",
+    "Recipe": "roverlite.compress",
+    "GateError": "roverlite.compress",
+    "export_model": "roverlite.export",
+    "Segmenter": "roverlite.deploy",
+    "make_bundle": "roverlite.deploy",
+    "run_pipeline": "roverlite.pipeline",
 }
 
 __all__ = ["__version__", *_LAZY]

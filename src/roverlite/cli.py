@@ -251,8 +251,14 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
     model = Path(args.model)
     cfg = _run_config(args, model) if (args.config is not None or args.overrides) else None
-    result = run_recipe(model, args.recipe, args.out, cfg=cfg, progress=not args.quiet,
-                        enforce_gate=not args.no_gate)
+    from roverlite.compress.gate import GateError
+
+    try:
+        result = run_recipe(model, args.recipe, args.out, cfg=cfg, progress=not args.quiet,
+                            enforce_gate=not args.no_gate)
+    except GateError as err:  # the recipe ran and found an accuracy problem: a finding, not misuse
+        print(f"roverlite: {_one_line(err)}", file=sys.stderr)
+        return EXIT_FINDINGS
     for row in result.final_artifacts:
         print(f"  {row.get('artifact')}  mIoU {row.get('miou')}")
     print(f"recipe {result.status}; results in {args.out}")

@@ -63,7 +63,7 @@ class StepResult:
         weights_path: the QAT model's weights (QAT steps only).
         seconds: wall time of the step, export and gate included.
         cost: ``{"macs", "params"}`` of the model's float architecture.
-        artifacts: one row per exported artifact: ``format``, ``path``, ``size_bytes``, ``sha256``,
+        artifacts: one row per exported artifact: ``format``, ``artifact`` (its file), ``size_bytes``, ``sha256``,
             ``self_check_passed``, ``miou``, ``per_class_iou``, ``gate_passed``, ``macs``, ``params``.
         gate: the gate report of each artifact.
         details: what the step measured (sparsity, widths, losses, ...).
@@ -479,7 +479,7 @@ def _save_weights(model: Any, path: Path) -> Path:
 def _artifact_row(exported: Any, report: GateReport, cost: Mapping[str, int]) -> dict[str, Any]:
     return {
         "format": exported.format,
-        "path": str(exported.path),
+        "artifact": str(exported.path),
         "size_bytes": exported.size_bytes,
         "sha256": exported.sha256,
         "self_check_passed": exported.passed,
