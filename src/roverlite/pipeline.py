@@ -139,13 +139,10 @@ def _stage_export(cfg: Config, run_dir: Path, progress: bool) -> dict[str, Any]:
 
 
 def _stage_testpack(cfg: Config, run_dir: Path, progress: bool, count: int) -> dict[str, Any]:
-    import dataclasses
-
-    from roverlite.data.loader import load_split
+    from roverlite.data.loader import cap_images, load_split
     from roverlite.deploy.evaluate import save_testpack
 
-    capped = dataclasses.replace(cfg.data, max_images=count)
-    val = load_split(capped, "val", progress=progress)
+    val = load_split(cap_images(cfg.data, count), "val", progress=progress)
     save_testpack(run_dir / "testpack.npz", val.images, val.masks, val.ids)
     return {"images": len(val.ids)}
 

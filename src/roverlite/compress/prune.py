@@ -291,17 +291,10 @@ def fine_tune_pruned(
         raise ValueError(
             f"Expected a model wrapped by roverlite.compress.prune. Received: {model.name!r} with no pruning wrappers."
         )
-    if int(epochs) < 1:
-        raise ValueError(f"Expected epochs >= 1. Received: epochs={epochs}.")
-    model.compile(optimizer=optimizer, loss=loss)
-    return model.fit(
-        train_ds,
-        epochs=int(epochs),
-        steps_per_epoch=steps,
-        validation_data=validation_data,
-        callbacks=[tfmot.sparsity.keras.UpdatePruningStep(), *callbacks],
-        verbose=0,
-    )
+    from roverlite.compress.finetune import fit_wrapped
+
+    return fit_wrapped(model, train_ds, epochs, steps, loss, optimizer, validation_data,
+                       [tfmot.sparsity.keras.UpdatePruningStep(), *callbacks])
 
 
 # === Measuring ===

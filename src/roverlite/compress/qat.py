@@ -156,17 +156,9 @@ def fine_tune_qat(
         raise ValueError(
             f"Expected a model from roverlite.compress.quantize_aware. Received: {model.name!r} with no quantize wrappers."
         )
-    if int(epochs) < 1:
-        raise ValueError(f"Expected epochs >= 1. Received: epochs={epochs}.")
-    model.compile(optimizer=optimizer, loss=loss)
-    return model.fit(
-        train_ds,
-        epochs=int(epochs),
-        steps_per_epoch=steps,
-        validation_data=validation_data,
-        callbacks=list(callbacks),
-        verbose=0,
-    )
+    from roverlite.compress.finetune import fit_wrapped
+
+    return fit_wrapped(model, train_ds, epochs, steps, loss, optimizer, validation_data, callbacks)
 
 
 def _check_quantizable(model: keras.Model) -> None:

@@ -27,7 +27,6 @@ source model's (for QAT: its weights file and the architecture file it was built
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import tempfile
@@ -225,11 +224,11 @@ class _Run:
     """Data, teacher reference and results of one recipe run; writes the output folder."""
 
     def __init__(self, recipe: Recipe, cfg: Config, out_dir: Path, progress: bool) -> None:
-        from roverlite.data.loader import load_split
+        from roverlite.data.loader import cap_images, load_split
 
         self.recipe, self.cfg, self.out, self.progress = recipe, cfg, out_dir, progress
         self.train = load_split(cfg.data, "train", progress=progress)
-        self.val = load_split(_capped(cfg, recipe.gate.max_images).data, "val", progress=progress)
+        self.val = load_split(cap_images(cfg.data, recipe.gate.max_images), "val", progress=progress)
         self.teacher: dict[str, Any] = {}
         self.results: list[StepResult] = []
         self._fine_tune = None
@@ -441,13 +440,6 @@ def _load_model(model_or_run_dir: Any, model_file: Path | None, cfg: Config) -> 
 
 
 # === Helpers ===
-
-
-def _capped(cfg: Config, count: int | None) -> Config:
-    if count is None:
-        return cfg
-    cap = count if cfg.data.max_images is None else min(count, cfg.data.max_images)
-    return cfg.replace(data=dataclasses.replace(cfg.data, max_images=cap))
 
 
 def _cost(model: Any) -> dict[str, int]:

@@ -13,6 +13,8 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import logging
 import os
@@ -166,6 +168,14 @@ def read_quarantine(quarantine: str | os.PathLike | Iterable[str] | None) -> set
             f"Malformed quarantine {str(path)!r}. Expected string ids. Received: {sorted(map(str, found))[:5]}."
         )
     return found
+
+
+def cap_images(data_cfg: DataConfig, count: int | None) -> DataConfig:
+    """``data_cfg`` loading at most ``count`` images per split (never more than its own cap)."""
+    if count is None:
+        return data_cfg
+    cap = count if data_cfg.max_images is None else min(count, data_cfg.max_images)
+    return dataclasses.replace(data_cfg, max_images=cap)
 
 
 def normalize(images_uint8: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:

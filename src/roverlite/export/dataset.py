@@ -46,7 +46,7 @@ def export_from_config(
     Raises:
         ValueError: unknown format (checked before loading any data), bad data or model.
     """
-    from roverlite.data.loader import load_split
+    from roverlite.data.loader import cap_images, load_split
     from roverlite.export import export_model
     from roverlite.export.formats import get_format
 
@@ -54,9 +54,9 @@ def export_from_config(
     needs_calibration = any(get_format(f).needs_calibration for f in formats)
     calibration = None
     if needs_calibration:
-        capped = _capped(data_cfg, representative_count)
+        capped = cap_images(data_cfg, representative_count)
         calibration = load_split(capped, calibration_split, progress=progress).images
-    check = load_split(_capped(data_cfg, max_check_images), check_split, progress=progress)
+    check = load_split(cap_images(data_cfg, max_check_images), check_split, progress=progress)
     return export_model(
         model_path,
         formats,
@@ -113,18 +113,8 @@ def bundle_from_split(
     progress: bool = False,
 ) -> Path:
     """A device bundle of ``artifact`` whose test pack holds the first ``max_images`` of ``split``."""
-    from roverlite.data.loader import load_split
+    from roverlite.data.loader import cap_images, load_split
     from roverlite.deploy.bundle import make_bundle
 
-    arrays = load_split(_capped(data_cfg, max_images), split, progress=progress)
+    arrays = load_split(cap_images(data_cfg, max_images), split, progress=progress)
     return make_bundle(artifact, out, arrays.images, arrays.masks, arrays.ids)
-
-
-def _capped(data_cfg: DataConfig, count: int | None) -> DataConfig:
-    """``data_cfg`` loading at most ``count`` images (never more than its own cap)."""
-    import dataclasses
-
-    if count is None:
-        return data_cfg
-    cap = count if data_cfg.max_images is None else min(count, data_cfg.max_images)
-    return dataclasses.replace(data_cfg, max_images=cap)
