@@ -6,6 +6,7 @@ import html
 import json
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 from export_helpers import band_scenes, tiny_exports
@@ -17,7 +18,7 @@ from roverlite.deploy import save_testpack
 from roverlite.deploy.bench import bench_many, write_bench_json
 from roverlite.deploy.sidecar import read_sidecar, sidecar_path
 from roverlite.report.build import build_report, report_run_dirs, summary_rows
-from roverlite.report.collect import collect_run_dirs, infer_kind
+from roverlite.report.collect import collect_run_dirs, infer_kind, variants_from_bench
 from roverlite.report.peak import PeakResult, measure_peak
 from roverlite.report.tables import (
     RuntimeLatency,
@@ -152,6 +153,31 @@ def test_infer_kind_prefers_the_recipe_and_falls_back_on_name_and_precision():
     assert infer_kind("r-1-distill", "float32", {"step": 1, "step_kind": "distill", "steps": steps}) == "distilled student"
     assert infer_kind("r-3-export", "int8", {"step": 3, "step_kind": "export", "steps": steps}) == "QAT int8"
     assert infer_kind("r-1-export", "int8", {"step": 1, "step_kind": "export", "steps": [{"export": {}}]}) == "PTQ int8"
+
+
+def _bench_row(artifact, runtime, p50, accuracy=None):
+    stats = {"p50": p50, "p90": p50, "p99": p50, "mean": p50, "std": 0.0, "min": p50, "max": p50, "runs": 3}
+    return {"artifact": artifact, "runtime": runtime, "name": "tiny", "format": Path(artifact).suffix[1:],
+            "sha256": artifact, "latency_ms": stats, "accuracy": accuracy, "ok": True}
+
+
+@pytest.mark.parametrize("onnx_p50", [0.5, 5.0])
+def test_variant_accuracy_comes_from_the_artifact_scored_on_most_images_whatever_runtime_is_faster(onnx_p50):
+    pack_score = {"miou": 0.9, "per_class_iou": _iou(0.9), "images": 2, "testpack": "pack.npz"}
+    rows = variants_from_bench(
+        [_bench_row("tiny.tflite", "litert", 1.0, pack_score), _bench_row("tiny.onnx", "onnxruntime", onnx_p50, pack_score)],
+        accuracy={"tiny.tflite": {"miou": 0.6, "per_class_iou": _iou(0.6), "images": 80, "split": "val"}},
+    )
+    assert len(rows) == 1 and rows[0].miou == 0.6 and rows[0].artifact == "tiny.tflite"
+    assert rows[0].accuracy_source == "80 images, from val"
+
+
+def test_variant_accuracy_tie_goes_to_the_faster_runtime():
+    rows = variants_from_bench([
+        _bench_row("tiny.tflite", "litert", 1.0, {"miou": 0.7, "per_class_iou": _iou(0.7), "images": 2}),
+        _bench_row("tiny.onnx", "onnxruntime", 0.5, {"miou": 0.8, "per_class_iou": _iou(0.8), "images": 2}),
+    ])
+    assert rows[0].miou == 0.8 and rows[0].artifact == "tiny.onnx"
 
 
 # === Run folders and peak ===

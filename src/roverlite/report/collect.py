@@ -28,8 +28,9 @@ is found; hidden entries are skipped):
   model name contains "teacher"), which serves as the Δ reference.
 
 Artifacts of one model at one precision (``x_tflite_int8.tflite`` and ``x_onnx_int8.onnx``) form
-one variant with a latency per runtime; its accuracy is that of the faster runtime's artifact when
-measured, else of the other.
+one variant with a latency per runtime. Its accuracy, gate and ``artifact`` are those of the one
+artifact whose accuracy was measured over the most images (on a tie, the faster runtime's), so a
+row never mixes one file's accuracy with another's gate; ``accuracy_source`` names the image count.
 """
 
 from __future__ import annotations
@@ -81,12 +82,10 @@ def variants_from_bench(
     rows = []
     for name, by_runtime in groups.items():
         fastest = sorted(by_runtime.values(), key=lambda r: r.latency_ms.p50)
-        primary = next((r for r in fastest if r.accuracy), fastest[0])
-        measured = _best_accuracy([primary.accuracy, _lookup(accuracy, primary.sha256, primary.artifact)])
-        if measured is None:  # the faster artifact's accuracy is unknown: show the other's
-            measured = _best_accuracy(
-                [r.accuracy for r in fastest] + [_lookup(accuracy, r.sha256, r.artifact) for r in fastest]
-            )
+        scored = [(r, _best_accuracy([r.accuracy, _lookup(accuracy, r.sha256, r.artifact)])) for r in fastest]
+        scored = [(r, m) for r, m in scored if m is not None]
+        # The artifact whose accuracy covers the most images; on a tie the faster one (max keeps the first).
+        primary, measured = max(scored, key=lambda rm: _images(rm[1])) if scored else (fastest[0], None)
         recipe = (recipes or {}).get(primary.sha256 or "", {})
         precision = _precision_of(primary.format)
         rows.append(VariantRow(
