@@ -24,49 +24,26 @@ import logging
 import shlex
 import sys
 import tempfile
-import time
 from pathlib import Path
-
-import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SIZE = (128, 128)
 TEACHER = "unet_teacher"
-STUDENTS = ("unet_s", "unet_xs", "unet_xxs", "unet_micro")
 TARGET_RATIO = 1 / 15
 CALIBRATION_IMAGES = 8
-
-logger = logging.getLogger("bench_ladder")
 
 
 def export_ladder(out_dir: Path) -> list[dict]:
     """Export the teacher (float32 + int8) and students (int8); one dict per artifact."""
+    from roverlite.compress.search import export_untrained
     from roverlite.config import DataConfig
-    from roverlite.export import export_model
-    from roverlite.train.macs import count_macs
-    from roverlite.train.models import create_model
+    from roverlite.train.models import STUDENT_LADDER
 
     data_cfg = DataConfig(image_size=SIZE, mean=(0.5,), std=(0.25,))
-    calibration = np.random.default_rng(0).integers(0, 256, (CALIBRATION_IMAGES, *SIZE, 1), dtype=np.uint8)
-    plan = [(TEACHER, ["tflite", "tflite_int8"])] + [(name, ["tflite_int8"]) for name in STUDENTS]
-    exported = []
-    for name, formats in plan:
-        model = create_model(name, input_shape=(*SIZE, 1), num_classes=data_cfg.num_classes)
-        cost = count_macs(model)
-        started = time.perf_counter()
-        results = export_model(
-            model, formats, out_dir, data_cfg, calibration_images=calibration, name=name,
-            recipe={"source": "benchmarks/bench_ladder.py", "trained": False},
-            representative_count=CALIBRATION_IMAGES,
-        )
-        logger.info("exported %s (%s) in %.1f s", name, ", ".join(formats), time.perf_counter() - started)
-        for result in results:
-            exported.append({
-                "model": name, "format": result.format, "artifact": str(result.path),
-                "params": int(cost.params), "macs": int(cost.macs), "size_bytes": result.size_bytes,
-                "self_check_passed": result.passed,
-            })
-    return exported
+    students = (*STUDENT_LADDER, "unet_micro")  # the MCU model too, for context
+    plan = [(TEACHER, ["tflite", "tflite_int8"])] + [(name, ["tflite_int8"]) for name in students]
+    return export_untrained(plan, out_dir, data_cfg, calibration_count=CALIBRATION_IMAGES,
+                            source="benchmarks/bench_ladder.py")
 
 
 def main(argv: list[str] | None = None) -> int:

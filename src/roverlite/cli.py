@@ -266,17 +266,25 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
+    from roverlite.compress.search import LatencyBudgetError, search_spec
     from roverlite.pipeline import format_summary, run_pipeline
 
     if args.resume and args.out is None:
         raise ValueError("--resume needs --out DIR naming the pipeline run to continue. Received: no --out.")
+    search = search_spec(args.latency_budget_ms, args.target, args.latency_table)
     if args.resume and args.config is None and (args.out / "config.yaml").is_file():
         args.config = args.out / "config.yaml"
     cfg = _config_from_args(args)
     out = args.out or Path("runs") / "pipeline" / f"{cfg.task}-{__import__('time').strftime('%Y%m%d-%H%M%S')}"
-    result = run_pipeline(cfg, out, recipe=args.recipe, resume=args.resume, progress=not args.quiet,
-                          bench_runs=args.bench_runs, threads=args.threads)
+    try:
+        result = run_pipeline(cfg, out, recipe=args.recipe, resume=args.resume, progress=not args.quiet,
+                              bench_runs=args.bench_runs, threads=args.threads, search=search)
+    except LatencyBudgetError as err:  # measured, and nothing is fast enough: a finding, not misuse
+        print(f"roverlite: {_one_line(err)}", file=sys.stderr)
+        return EXIT_FINDINGS
     print()
+    if result.student_search is not None:
+        print(result.student_search.summary())
     print(format_summary(result.summary))
     print(f"\npipeline finished in {result.seconds:.0f} s; report: {result.report_dir / 'report.html'}")
     return 0
@@ -409,6 +417,12 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--resume", action="store_true", help="skip the stages --out already finished")
     pl.add_argument("--bench-runs", type=int, default=50, help="timed runs per artifact and runtime (default 50)")
     pl.add_argument("--threads", type=int, help="runtime threads for benchmarks (default: the runtime's choice)")
+    pl.add_argument("--latency-budget-ms", type=float, metavar="MS",
+                    help="distil the largest student (unet_s, unet_xs, unet_xxs) whose int8 p50 is <= MS; "
+                         "needs --target or --latency-table; none fast enough = exit 1 before training")
+    pl.add_argument("--target", help="where to time the students for the budget: 'this' machine")
+    pl.add_argument("--latency-table", type=Path, metavar="JSON",
+                    help="latencies measured on the device: `roverlite bench --json` output or {\"unet_xs\": 4.1, ...}")
     pl.set_defaults(func=cmd_pipeline)
 
     config = sub.add_parser("config", help="show configs").add_subparsers(dest="config_command", metavar="ACTION")

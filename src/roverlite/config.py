@@ -298,6 +298,7 @@ class TrainConfig:
     focal_gamma: float = 2.0
     strategy: str = "auto"
     mixed_precision: str = "auto"
+    jit_compile: bool = False
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, f"train.epochs must be >= 1. Received: {self.epochs}.")

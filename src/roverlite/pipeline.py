@@ -13,6 +13,12 @@ Stages, each a call into the library the single commands use:
 ``DIR/pipeline.json`` records each finished stage; ``--resume`` skips those. With no config the
 pipeline runs on the built-in synthetic terrain with small settings (a demo, not an accuracy
 claim); ``--config configs/mars.yaml`` runs the real thing.
+
+With a latency budget (:class:`~roverlite.compress.search.SearchSpec`) a student search runs
+before every stage: the largest student of the ladder whose int8 p50 meets the budget replaces
+the recipe's distill student (-> ``DIR/student_search.json``, also kept in ``pipeline.json`` and
+reused by ``--resume`` while the budget and table are unchanged). When none meets it the pipeline
+stops with :class:`~roverlite.compress.search.LatencyBudgetError` before training anything.
 """
 
 from __future__ import annotations
@@ -31,19 +37,28 @@ log = logging.getLogger(__name__)
 
 STAGES = ("audit", "teacher", "compress", "export", "testpack", "bench", "report")
 STATE_FILE = "pipeline.json"
+SEARCH_FILE = "student_search.json"
+SEARCH_BENCH_FILE = "student_search_bench.json"
 
-# The recipe used when the config names none: distil the teacher into the width-8 student and
-# ship it as int8 TFLite and float ONNX. The gate is recorded, not enforced, so a demo always
-# reaches its report; pass a recipe with enforcement for production runs.
-DEFAULT_RECIPE: Mapping[str, Any] = {
-    "name": "student-int8",
-    "description": "unet_xs distilled from the teacher, exported as int8 TFLite and ONNX",
-    "steps": [
-        {"distill": {"student": "unet_xs", "epochs": 12, "temperature": 4.0, "alpha": 0.5}},
-        {"export": {"formats": ["tflite_int8", "onnx"]}},
-    ],
-    "gate": {"max_miou_drop": 0.05, "max_rare_class_drop": 0.25, "rare_classes": ["big_rock"]},
-}
+
+def default_recipe(student: str = "unet_xs") -> dict[str, Any]:
+    """The recipe used when none is given: distil the teacher into ``student``, ship int8 TFLite + ONNX.
+
+    The gate is recorded, not enforced, so a demo always reaches its report; pass a recipe with
+    enforcement for production runs.
+    """
+    return {
+        "name": "student-int8",
+        "description": f"{student} distilled from the teacher, exported as int8 TFLite and ONNX",
+        "steps": [
+            {"distill": {"student": student, "epochs": 12, "temperature": 4.0, "alpha": 0.5}},
+            {"export": {"formats": ["tflite_int8", "onnx"]}},
+        ],
+        "gate": {"max_miou_drop": 0.05, "max_rare_class_drop": 0.25, "rare_classes": ["big_rock"]},
+    }
+
+
+DEFAULT_RECIPE: Mapping[str, Any] = default_recipe()
 
 TEACHER_FORMATS = ("tflite", "tflite_int8", "onnx")
 
@@ -56,6 +71,7 @@ class PipelineResult:
     report_dir: Path
     summary: list[dict[str, Any]]
     seconds: float
+    student_search: Any = None  # the SearchResult when a latency budget chose the student
 
 
 # === Stage bookkeeping ===
@@ -93,6 +109,88 @@ def _check_resume(run_dir: Path, cfg: Config, resume: bool) -> dict[str, Any]:
     return state
 
 
+# === Student search ===
+
+
+def recipe_for_student(recipe: Any, student: str) -> Any:
+    """``recipe`` (default: :func:`default_recipe`) with its distill step's student set to ``student``.
+
+    Raises:
+        ValueError: the recipe has no single distill step, or that step overrides the preset
+            (the search timed the presets as registered).
+    """
+    import dataclasses
+
+    from roverlite.compress.recipe import load_recipe
+
+    if recipe is None:
+        return load_recipe(default_recipe(student))
+    recipe = load_recipe(recipe)
+    index = _distill_index(recipe)
+    steps = list(recipe.steps)
+    steps[index] = dataclasses.replace(steps[index], student=student)
+    return dataclasses.replace(recipe, steps=tuple(steps))
+
+
+def _distill_index(recipe: Any) -> int:
+    found = [i for i, step in enumerate(recipe.steps) if step.kind == "distill"]
+    if len(found) != 1:
+        raise ValueError(f"A latency budget picks the student of the recipe's distill step. Expected exactly one "
+                         f"distill step. Received: {len(found)} in recipe {recipe.name!r}.")
+    overrides = recipe.steps[found[0]].student_overrides
+    if overrides:
+        raise ValueError("A latency budget times the registered student presets. Expected a distill step without "
+                         f"student_overrides. Received: {dict(overrides)} in recipe {recipe.name!r}.")
+    return found[0]
+
+
+def resolve_student_search(cfg: Config, run_dir: Path, state: dict[str, Any], spec: Any, threads: int | None,
+                           resume: bool) -> Any:
+    """The search result: reused from ``state`` on resume with an equal key, else searched and saved.
+
+    Raises:
+        LatencyBudgetError: no student meets the budget (the result is saved first).
+        ValueError: on resume, a choice that differs from the student the compress stage used.
+    """
+    from roverlite.compress.search import (
+        LatencyBudgetError,
+        SearchResult,
+        search_key,
+        search_student,
+    )
+
+    saved = state.get("student_search")
+    if resume and saved and saved.get("key") == search_key(spec, threads):
+        result = SearchResult.from_dict(saved)
+        log.info("student search: reusing the earlier result (same budget and latencies)")
+    else:
+        bench_json = run_dir / SEARCH_BENCH_FILE if spec.target else None
+        try:
+            result = search_student(spec, cfg.data, threads=threads, bench_json=bench_json)
+        except LatencyBudgetError as err:
+            _save_search(run_dir, state, err.result)
+            raise
+        _check_compress_student(state, result.student)
+        _save_search(run_dir, state, result)
+    if result.student is None:
+        raise LatencyBudgetError(result.summary(), result)
+    return result
+
+
+def _save_search(run_dir: Path, state: dict[str, Any], result: Any) -> None:
+    state["student_search"] = result.to_dict()
+    atomic_write_json(run_dir / SEARCH_FILE, result.to_dict())
+    atomic_write_json(run_dir / STATE_FILE, state)
+
+
+def _check_compress_student(state: dict[str, Any], student: str | None) -> None:
+    done = state["stages"].get("compress", {})
+    used = done.get("student")
+    if done.get("status") == "done" and used is not None and used != student:
+        raise ValueError(f"The compress stage of this run distilled {used!r}. Expected the search to choose it again "
+                         f"on resume. Received: {student!r}; use the earlier budget and table or a new --out.")
+
+
 # === Stages ===
 
 
@@ -120,13 +218,16 @@ def _stage_teacher(cfg: Config, run_dir: Path, progress: bool, resume: bool) -> 
 def _stage_compress(cfg: Config, run_dir: Path, recipe: Any, progress: bool) -> dict[str, Any]:
     import shutil
 
+    from roverlite.compress.recipe import load_recipe
     from roverlite.compress.runner import run_recipe
 
     out = run_dir / "compress"
     if out.exists():  # a half-finished recipe from an interrupted run: redo the stage whole
         shutil.rmtree(out)
     result = run_recipe(run_dir / "teacher", recipe, out, cfg=cfg, progress=progress, enforce_gate=False)
-    return {"recipe_status": result.status, "recipe_message": result.message}
+    students = [step.student for step in load_recipe(recipe).steps if step.kind == "distill"]
+    return {"recipe_status": result.status, "recipe_message": result.message,
+            "student": students[-1] if students else None}
 
 
 def _stage_export(cfg: Config, run_dir: Path, progress: bool) -> dict[str, Any]:
@@ -165,13 +266,13 @@ def _stage_bench(run_dir: Path, runs: int, threads: int | None) -> dict[str, Any
     return {"artifacts": len(artifacts)}
 
 
-def _stage_report(run_dir: Path, threads: int | None) -> dict[str, Any]:
+def _stage_report(run_dir: Path, threads: int | None, notes: list[str]) -> dict[str, Any]:
     from roverlite.report.build import report_run_dirs
 
     folders = [run_dir / name for name in ("teacher", "exports", "compress", "bench")]
     paths = report_run_dirs([f for f in folders if f.exists()], run_dir / "report",
                             testpack=run_dir / "testpack.npz", threads=threads, title="roverlite pipeline report",
-                            command="roverlite pipeline")
+                            command="roverlite pipeline", notes=notes)
     return {"report": str(paths.html)}
 
 
@@ -187,6 +288,7 @@ def run_pipeline(
     bench_runs: int = 50,
     threads: int | None = None,
     testpack_images: int = 16,
+    search: Any = None,
 ) -> PipelineResult:
     """Run every stage into ``run_dir`` (``resume`` skips the stages ``pipeline.json`` marks done).
 
@@ -197,11 +299,26 @@ def run_pipeline(
         bench_runs: timed runs per artifact and runtime.
         threads: runtime threads for benchmarks (default: the runtime's own choice).
         testpack_images: validation images packed for on-device accuracy and overlays.
+        search: a :class:`~roverlite.compress.search.SearchSpec`: choose the distill student by
+            latency budget before any stage (see the module docstring).
+
+    Raises:
+        LatencyBudgetError: no student meets ``search``'s budget (before any stage ran).
     """
     started = time.perf_counter()
     run_dir = ensure_writable_dir(run_dir)
     state = _check_resume(run_dir, cfg, resume)
     cfg.to_yaml(run_dir / "config.yaml")
+    found, notes = None, []
+    if search is not None:
+        if recipe is not None:
+            from roverlite.compress.recipe import load_recipe
+
+            recipe = load_recipe(recipe)
+            _distill_index(recipe)  # a recipe the search cannot apply to fails before measuring
+        found = resolve_student_search(cfg, run_dir, state, search, threads, resume)
+        recipe = recipe_for_student(recipe, found.student)
+        notes.append(found.summary())
     recipe = DEFAULT_RECIPE if recipe is None else recipe
     stages: dict[str, Callable[[], dict[str, Any]]] = {
         "audit": lambda: _stage_audit(cfg, run_dir, progress),
@@ -210,7 +327,7 @@ def run_pipeline(
         "export": lambda: _stage_export(cfg, run_dir, progress),
         "testpack": lambda: _stage_testpack(cfg, run_dir, progress, testpack_images),
         "bench": lambda: _stage_bench(run_dir, bench_runs, threads),
-        "report": lambda: _stage_report(run_dir, threads),
+        "report": lambda: _stage_report(run_dir, threads, notes),
     }
     for index, name in enumerate(STAGES, 1):
         if state["stages"].get(name, {}).get("status") == "done":
@@ -222,7 +339,7 @@ def run_pipeline(
         _mark_done(run_dir, state, name, time.perf_counter() - t0, **info)
         log.info("[%d/%d] %s finished in %.1f s", index, len(STAGES), name, time.perf_counter() - t0)
     summary = json.loads((run_dir / "report" / "summary.json").read_text())["variants"]
-    return PipelineResult(run_dir, run_dir / "report", summary, time.perf_counter() - started)
+    return PipelineResult(run_dir, run_dir / "report", summary, time.perf_counter() - started, found)
 
 
 def format_summary(rows: list[dict[str, Any]]) -> str:

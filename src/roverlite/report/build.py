@@ -136,6 +136,7 @@ def report_run_dirs(
     threads: int | None = None,
     title: str = "roverlite variant report",
     command: str | None = None,
+    notes: Sequence[str] = (),
 ) -> ReportPaths:
     """``roverlite report RUN_DIR... --out DIR``: collect the run folders' variants and build the report.
 
@@ -148,6 +149,7 @@ def report_run_dirs(
             10 s), ``False`` skips it, or a :class:`PeakResult` measured before.
         teacher, threads, title: as in :func:`build_report` (``threads`` also for the peak).
         command: the command line, recorded in the notes.
+        notes: further lines for the notes (e.g. the pipeline's student search).
 
     Raises:
         FileNotFoundError: a run folder or the test pack does not exist.
@@ -163,11 +165,11 @@ def report_run_dirs(
         raise FileNotFoundError(f"Test pack not found. Expected an .npz file. Received: {str(testpack)!r}.")
     if peak is True:
         peak = measure_peak(threads=threads)
-    notes = [f"Run folders: {', '.join(str(d) for d in run_dirs)}."]
+    lines = [f"Run folders: {', '.join(str(d) for d in run_dirs)}."]
     if command:
-        notes.append(f"Command: {command}")
+        lines.append(f"Command: {command}")
     return build_report(rows, out_dir, overlays=testpack, peak=peak or None, teacher=teacher, title=title,
-                        threads=threads, notes=notes)
+                        threads=threads, notes=[*lines, *notes])
 
 
 def summary_rows(

@@ -126,7 +126,8 @@ def _build(cfg: Config, steps_per_epoch: int, class_weights: np.ndarray):
         class_weights=class_weights,
         focal_gamma=cfg.train.focal_gamma,
     )
-    model.compile(optimizer=optimizer, loss=loss)
+    # XLA fuses the train step: ~1.2x the images/s of unet_s on 2 AVX2 cores (measured, see configs/mars.yaml).
+    model.compile(optimizer=optimizer, loss=loss, jit_compile=cfg.train.jit_compile)
     return model, optimizer
 
 

@@ -27,11 +27,16 @@ from roverlite.train import blocks
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["build_unet", "create_model", "list_models", "model_args", "register_model"]
+__all__ = ["STUDENT_LADDER", "build_unet", "create_model", "list_models", "model_args", "register_model"]
 
 PresetFn = Callable[[], dict[str, Any]]
 
 _MODELS: dict[str, PresetFn] = {}
+
+# The distillation students, largest first: the latency-budget search
+# (roverlite.compress.search) takes the first one fast enough. unet_micro is left out: it is the
+# MCU model (a different decoder and depth), not a rung of this size ladder.
+STUDENT_LADDER: tuple[str, ...] = ("unet_s", "unet_xs", "unet_xxs")
 
 # Widths double per level up to 16x the base: deeper levels work at 1/256 of the pixels or
 # fewer, and further doubling would add parameters much faster than accuracy.
