@@ -729,3 +729,14 @@ def test_device_processes_here_really_block_tensorflow(tmp_path):
     script.write_text("import tensorflow\n")
     proc = _run(script, [], cwd=tmp_path)
     assert proc.returncode != 0 and "import of tensorflow halted" in proc.stderr
+
+
+def test_loop_latency_stats_keep_a_fixed_window_of_recent_samples():
+    stats = _load_edgeloop("stats").LatencyStats(max_samples=100)
+    for ms in range(1, 251):  # 250 samples through a 100-sample ring
+        stats.add("model", float(ms))
+    row = stats.stage("model")
+    assert row["count"] == 250 and row["max"] == 250.0 and row["mean"] == 125.5
+    assert row["p50"] == 200.5  # the median of the last 100 samples (151..250), not of all
+    assert stats.stage("preprocess") == {"count": 0}
+    assert stats._rings["model"].nbytes == 400  # float32, allocated once

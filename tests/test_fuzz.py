@@ -1,4 +1,4 @@
-"""Fuzzing the parsers of untrusted input: colour masks, AN2DL .npz archives, YAML configs.
+"""Fuzzing the parsers of untrusted input: colour masks, AN2DL .npz archives, YAML configs, artifact sidecars.
 
 Each parser must either return a correct result or raise its documented error (``DataError``
 naming the file, ``ConfigError``, ``FileNotFoundError``), never another exception and never run
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import re
 import zipfile
 import zlib
@@ -505,3 +506,216 @@ _UNCHECKED = ()  # were strict xfails until config.py checked finiteness and foc
 def test_non_finite_or_negative_hyperparameters_are_refused(override):
     with pytest.raises(ConfigError):
         load_config(None, overrides=[override])
+
+
+# === Artifact sidecars (roverlite.deploy.sidecar; roverlite.export.metadata re-exports its reader) ===
+#
+# read_sidecar / parse_sidecar are documented to return a validated Sidecar or raise ValueError
+# naming the file or field, for any input (FileNotFoundError only for a missing file). They run
+# on the robot, on files that travelled there: damaged bytes, hand edits, another writer's JSON.
+
+
+def _sidecar_dict(quantized: bool) -> dict:
+    """A valid sidecar as JSON-ready data, built by hand (no export needed)."""
+    from roverlite.deploy.sidecar import Quantization, Sidecar, TensorSpec
+
+    q = Quantization(scale=0.0235, zero_point=-3) if quantized else None
+    dtype = "int8" if quantized else "float32"
+    return Sidecar(
+        name="unet_xs", format="tflite_int8" if quantized else "tflite", runtime="litert",
+        artifact_file="unet_xs_tflite_int8.tflite" if quantized else "unet_xs_tflite.tflite",
+        size_bytes=1234, sha256="0123456789abcdef" * 4,
+        classes=("soil", "bedrock", "sand", "big_rock"),
+        class_colors=((120, 80, 40), (90, 90, 90), (220, 200, 120), (200, 30, 30)),
+        ignore_index=255, eval_class_ids=(0, 1, 2, 3),
+        input=TensorSpec((1, 32, 32, 1), dtype, q), output=TensorSpec((1, 32, 32, 4), dtype, q),
+        color_mode="grayscale", mean=(0.5,), std=(0.25,),
+        source_path="runs/mars/model.h5", source_sha256="f" * 64,
+        recipe={"source": "fuzz", "export": {"int8_io": quantized}}, versions={"numpy": "2.1.0"},
+        cost={"macs": 1000, "params": 10}, self_check={"passed": True, "miou": 0.5},
+    ).to_dict()
+
+
+VALID_SIDECARS = {False: _sidecar_dict(False), True: _sidecar_dict(True)}
+VALID_SIDECAR_BYTES = {k: json.dumps(v, indent=2).encode() for k, v in VALID_SIDECARS.items()}
+# Exception types the sidecar reader once let through; empty: none found so far.
+KNOWN_SIDECAR_LEAKS: tuple[type[BaseException], ...] = ()
+
+json_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(), st.text(max_size=8),
+    st.sampled_from(["", "NHWC", "int8", "uint8", "float16", "grayscale", "rgb", "litert", "onnxruntime",
+                     "semantic_segmentation", "0" * 64, "F" * 64]),
+    st.integers(-2, 300),
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=15,
+)
+
+
+def _json_paths(node, prefix=()):
+    """Every key / index path in a JSON value (containers included)."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+        yield (*prefix, key)
+        yield from _json_paths(value, (*prefix, key))
+
+
+def _alike_json(value):
+    """Values of the same JSON type as ``value``: often still valid, so loading is exercised too."""
+    if isinstance(value, bool) or value is None:
+        return st.one_of(st.booleans(), st.none())
+    if isinstance(value, int):
+        return st.integers(-2, 300) | st.integers(-(2**64), 2**64)
+    if isinstance(value, float):
+        return st.floats(-2.0, 2.0) | st.floats()
+    if isinstance(value, str):
+        return st.sampled_from([value, value.upper(), value[:-1], "", "NHWC", "int8", "rgb", "a" * 64])
+    if isinstance(value, list):
+        return st.lists(_alike_json(value[0]) if value else json_scalars, min_size=max(len(value) - 1, 0),
+                        max_size=len(value) + 1)
+    return json_values
+
+
+@st.composite
+def perturbed_sidecars(draw) -> dict:
+    """A valid sidecar with one to three fields replaced (same type or any JSON), deleted or added."""
+    raw = copy.deepcopy(VALID_SIDECARS[draw(st.booleans())])
+    for _ in range(draw(st.integers(1, 3))):
+        paths = list(_json_paths(raw))
+        if not paths:
+            break
+        path = draw(st.sampled_from(paths))
+        parent = raw
+        for key in path[:-1]:
+            parent = parent[key]
+        action = draw(st.sampled_from(["alike", "alike", "any", "delete", "add"]))
+        if action == "delete":
+            del parent[path[-1]]
+        elif action == "add" and isinstance(parent, dict):
+            parent[draw(st.text(max_size=6))] = draw(json_values)
+        elif action == "alike":
+            parent[path[-1]] = draw(_alike_json(parent[path[-1]]))
+        else:
+            parent[path[-1]] = draw(json_values)
+    return raw
+
+
+@st.composite
+def damaged_sidecar_bytes(draw) -> bytes:
+    kind = draw(st.sampled_from(["random", "truncated", "mutated", "spliced", "json-ish"]))
+    if kind == "random":
+        return draw(st.binary(max_size=400))
+    if kind == "json-ish":
+        return draw(st.text(alphabet='{}[]:,"0123456789.eE+-truefalsn \\u', max_size=200)).encode()
+    data = VALID_SIDECAR_BYTES[draw(st.booleans())]
+    if kind == "truncated":
+        return data[: draw(st.integers(0, len(data) - 1))]
+    damaged = bytearray(data)
+    if kind == "mutated":
+        for _ in range(draw(st.integers(1, 6))):
+            damaged[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
+        return bytes(damaged)
+    at = draw(st.integers(0, len(data)))  # spliced: arbitrary bytes inserted
+    return bytes(damaged[:at]) + draw(st.binary(min_size=1, max_size=20)) + bytes(damaged[at:])
+
+
+def _read_or_value_error(artifact: Path):
+    """read_sidecar's result, or None after a ValueError that names the sidecar file."""
+    from roverlite.deploy.sidecar import read_sidecar, sidecar_path
+
+    try:
+        return read_sidecar(artifact)
+    except ValueError as err:
+        message = str(err)
+        assert str(sidecar_path(artifact)) in message and "\n" not in message, message
+        return None
+    except KNOWN_SIDECAR_LEAKS as err:
+        event(f"known leak: {type(err).__name__}")
+        return None
+
+
+def _assert_round_trips(sidecar) -> None:
+    """What loads is a Sidecar whose own JSON loads back to the same JSON."""
+    from roverlite.deploy.sidecar import parse_sidecar
+
+    text = json.dumps(sidecar.to_dict(), sort_keys=True)
+    assert json.dumps(parse_sidecar(json.loads(text)).to_dict(), sort_keys=True) == text
+
+
+@FUZZ
+@given(damaged_sidecar_bytes())
+def test_sidecar_file_of_damaged_bytes_loads_or_raises_value_error_naming_it(tmp_path_factory, data):
+    artifact = tmp_path_factory.mktemp("sidecar") / "m_tflite.tflite"
+    artifact.with_suffix(".json").write_bytes(data)
+    sidecar = _read_or_value_error(artifact)
+    event("loaded" if sidecar is not None else "refused")
+    if sidecar is not None:  # a mutation in free-form text (a version string, say) is harmless
+        _assert_round_trips(sidecar)
+
+
+@FUZZ
+@given(json_values, st.booleans())
+def test_sidecar_file_of_arbitrary_json_raises_value_error_naming_it(tmp_path_factory, value, as_object):
+    artifact = tmp_path_factory.mktemp("sidecar") / "m_onnx.onnx"
+    value = {"schema_version": 1, "task": "semantic_segmentation", "x": value} if as_object else value
+    artifact.with_suffix(".json").write_text(json.dumps(value))  # NaN and Infinity included
+    assert _read_or_value_error(artifact) is None
+
+
+@FUZZ
+@given(perturbed_sidecars())
+def test_perturbed_sidecar_loads_and_round_trips_or_names_the_field(tmp_path_factory, raw):
+    from roverlite.deploy.sidecar import parse_sidecar
+
+    artifact = tmp_path_factory.mktemp("sidecar") / "m_tflite_int8.tflite"
+    artifact.with_suffix(".json").write_text(json.dumps(raw))
+    sidecar = _read_or_value_error(artifact)
+    event("loaded" if sidecar is not None else "refused")
+    if sidecar is not None:
+        _assert_round_trips(sidecar)
+        return
+    with pytest.raises(ValueError, match=r"Invalid sidecar 'here': (missing )?field '[^']*'"):
+        parse_sidecar(raw, where="here")
+
+
+@FUZZ
+@given(perturbed_sidecars(), st.binary(max_size=64))
+def test_load_verified_refuses_with_value_or_file_not_found_error_only(tmp_path_factory, raw, content):
+    from roverlite.deploy.sidecar import load_verified
+
+    artifact = tmp_path_factory.mktemp("sidecar") / "m_tflite_int8.tflite"
+    artifact.write_bytes(content)
+    artifact.with_suffix(".json").write_text(json.dumps(raw))
+    with pytest.raises(ValueError):  # random bytes never match the sidecar's sha256
+        load_verified(artifact)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param(b"", id="empty"),
+        pytest.param(b"\xef\xbb\xbf{}", id="utf8-bom"),
+        pytest.param(b'{"schema_version": 1' + b"0" * 5000 + b"}", id="int-over-4300-digits"),
+        pytest.param(b"[" * 50_000 + b"]" * 50_000, id="deep-nesting"),
+        pytest.param(b'{"a": 1, "a": 2}', id="duplicate-keys"),
+        pytest.param(b'"\\ud800"', id="lone-surrogate"),
+        pytest.param(b"NaN", id="bare-nan"),
+    ],
+)
+def test_odd_sidecar_files_are_a_value_error(tmp_path, text):
+    from roverlite.deploy.sidecar import read_sidecar
+
+    artifact = tmp_path / "m_tflite.tflite"
+    artifact.with_suffix(".json").write_bytes(text)
+    with pytest.raises(ValueError, match="m_tflite.json"):
+        read_sidecar(artifact)
+
+
+def test_export_metadata_reads_sidecars_with_the_device_parser():
+    # One parser for both sides: what the workstation writes is exactly what the robot accepts.
+    from roverlite.deploy import sidecar
+    from roverlite.export import metadata
+
+    assert metadata.read_sidecar is sidecar.read_sidecar and metadata.parse_sidecar is sidecar.parse_sidecar

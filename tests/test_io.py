@@ -57,3 +57,15 @@ def test_sha256_matches_hashlib(tmp_path):
     path = tmp_path / "b"
     path.write_bytes(b"roverlite" * 1000)
     assert sha256_file(path) == hashlib.sha256(b"roverlite" * 1000).hexdigest()
+
+
+def test_atomic_write_gives_the_permissions_of_a_plain_open(tmp_path):
+    import os
+    import stat
+
+    from roverlite.io import atomic_write_bytes
+
+    plain = tmp_path / "plain.bin"
+    plain.write_bytes(b"x")
+    written = atomic_write_bytes(tmp_path / "artifact.tflite", b"x")
+    assert stat.S_IMODE(os.stat(written).st_mode) == stat.S_IMODE(os.stat(plain).st_mode)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -38,6 +39,13 @@ def test_pipeline_writes_report_files_and_summary_rows(pipeline_run):
     for row in artifacts:
         assert set(row) >= {"name", "miou", "size_bytes", "macs", "p50_ms"}
         assert row["size_bytes"] > 0 and row["p50_ms"] > 0
+    kinds = [r.get("kind") for r in rows]
+    assert kinds.count("teacher float") == 1 and kinds.count("teacher int8") == 1, kinds  # the teacher once
+    assert not any(r["name"].endswith("_keras") for r in rows)  # its float TFLite is the reference row
+    sources = {r.get("accuracy_source") for r in rows}
+    assert len(sources) == 1 and next(iter(sources)).endswith("images, from testpack.npz"), sources
+    state = json.loads((out / "pipeline.json").read_text())["stages"]
+    assert str(state["testpack"]["images"]) in next(iter(sources))  # the whole validation split
     state = json.loads((out / "pipeline.json").read_text())["stages"]
     assert list(state) == ["audit", "teacher", "compress", "export", "testpack", "bench", "report"]
 
@@ -56,3 +64,42 @@ def test_pipeline_into_a_used_folder_without_resume_is_refused(pipeline_run, cap
     _, out, recipe = pipeline_run
     code = main(["pipeline", *TINY, "--recipe", str(recipe), "--out", str(out)])
     assert code == 2 and "--resume" in capsys.readouterr().err
+
+
+# === Adopting a trained teacher ===
+
+
+def _fake_run(folder, cfg):
+    folder.mkdir(parents=True)
+    cfg.to_yaml(folder / "config.yaml")
+    (folder / "model.h5").write_bytes(b"weights")
+    (folder / "summary.json").write_text(json.dumps({"miou": 0.7, "epochs_run": 3}))
+    (folder / "checkpoints").mkdir()
+    (folder / "checkpoints" / "last.ckpt").write_bytes(b"x" * 10)
+    return folder
+
+
+def test_adopted_teacher_is_copied_without_checkpoints(tmp_path):
+    from roverlite.config import Config
+    from roverlite.pipeline import _adopt_teacher
+
+    cfg = Config()
+    source = _fake_run(tmp_path / "trained", dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=40)))
+    info = _adopt_teacher(cfg, source, tmp_path / "run" / "teacher")  # only the epoch count differs: allowed
+    assert (tmp_path / "run" / "teacher" / "model.h5").read_bytes() == b"weights"
+    assert not (tmp_path / "run" / "teacher" / "checkpoints").exists()
+    assert info["best_miou"] == 0.7 and len(info["model_sha256"]) == 64
+
+
+def test_adopting_a_teacher_trained_with_other_settings_lists_the_differences(tmp_path):
+    from roverlite.config import Config
+    from roverlite.pipeline import _adopt_teacher
+
+    cfg = Config()
+    other = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name="unet_xs"))
+    source = _fake_run(tmp_path / "trained", other)
+    with pytest.raises(ValueError, match="model.name"):
+        _adopt_teacher(cfg, source, tmp_path / "run" / "teacher")
+    (source / "summary.json").unlink()
+    with pytest.raises(FileNotFoundError, match="summary.json"):
+        _adopt_teacher(other, source, tmp_path / "run" / "teacher")

@@ -274,11 +274,13 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     search = search_spec(args.latency_budget_ms, args.target, args.latency_table)
     if args.resume and args.config is None and (args.out / "config.yaml").is_file():
         args.config = args.out / "config.yaml"
+    if args.teacher is not None and args.config is None:  # the adopted run says what it was trained on
+        args.config = args.teacher / "config.yaml"
     cfg = _config_from_args(args)
     out = args.out or Path("runs") / "pipeline" / f"{cfg.task}-{__import__('time').strftime('%Y%m%d-%H%M%S')}"
     try:
         result = run_pipeline(cfg, out, recipe=args.recipe, resume=args.resume, progress=not args.quiet,
-                              bench_runs=args.bench_runs, threads=args.threads, search=search)
+                              bench_runs=args.bench_runs, threads=args.threads, search=search, teacher=args.teacher)
     except LatencyBudgetError as err:  # measured, and nothing is fast enough: a finding, not misuse
         print(f"roverlite: {_one_line(err)}", file=sys.stderr)
         return EXIT_FINDINGS
@@ -415,6 +417,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--recipe", type=Path, help="compression recipe YAML (default: distil into unet_xs, int8)")
     pl.add_argument("--out", type=Path, help="run folder (default: runs/pipeline/<task>-<time>)")
     pl.add_argument("--resume", action="store_true", help="skip the stages --out already finished")
+    pl.add_argument("--teacher", type=Path, metavar="RUN_DIR",
+                    help="use this finished `roverlite train` run of the same config instead of training a teacher")
     pl.add_argument("--bench-runs", type=int, default=50, help="timed runs per artifact and runtime (default 50)")
     pl.add_argument("--threads", type=int, help="runtime threads for benchmarks (default: the runtime's choice)")
     pl.add_argument("--latency-budget-ms", type=float, metavar="MS",

@@ -33,23 +33,51 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
     """Call ``write(fileobj)`` on a temporary file beside ``path`` and rename it into place.
 
     On any error (including a full disk) the temporary file is removed and ``path`` is untouched.
+    The file gets the permissions a plain ``open()`` would give (``0o666`` less the umask), not
+    ``mkstemp``'s owner-only ``0o600``, so a device service running as another user can read it.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise _write_error(err, path) from err
+    try:
+        os.fchmod(fd, 0o666 & ~_current_umask())
         with os.fdopen(fd, mode) as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(err, OSError):
+            raise _write_error(err, path) from err
         raise
     return path
+
+
+def _current_umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
+
+
+def _write_error(err: OSError, path: Path) -> OSError:
+    """``err`` (same type and errno) with a one-line message naming the file being written.
+
+    A full disk surfaces as ``[Errno 28] No space left on device`` with no file name; the CLI prints
+    only the message, so it must say which file could not be written.
+    """
+    reason = err.strerror or str(err)
+    if err.filename is not None and str(err.filename) != str(path):
+        reason += f": {err.filename}"
+    new = type(err)(f"Cannot write {str(path)!r}. Expected a writable folder with free space. Received: {reason}.")
+    new.errno = err.errno
+    return new
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

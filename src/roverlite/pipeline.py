@@ -3,7 +3,7 @@
 Stages, each a call into the library the single commands use:
 
 1. ``audit``    data audit of the config's dataset          -> ``DIR/audit/audit.json``
-2. ``teacher``  teacher training                            -> ``DIR/teacher/`` (a training run)
+2. ``teacher``  teacher training (or ``teacher=RUN_DIR``: adopt one) -> ``DIR/teacher/``
 3. ``compress`` the compression recipe (distil, prune, QAT…) -> ``DIR/compress/``
 4. ``export``   teacher TFLite/ONNX artifacts + self-checks  -> ``DIR/exports/``
 5. ``testpack`` validation images + masks for device checks  -> ``DIR/testpack.npz``
@@ -207,12 +207,44 @@ def _stage_audit(cfg: Config, run_dir: Path, progress: bool) -> dict[str, Any]:
     return {"class_shares": report.to_dict().get("class_shares")}
 
 
-def _stage_teacher(cfg: Config, run_dir: Path, progress: bool, resume: bool) -> dict[str, Any]:
+def _stage_teacher(cfg: Config, run_dir: Path, progress: bool, resume: bool, adopt: Path | None) -> dict[str, Any]:
     from roverlite.train.fit import train
 
     teacher = run_dir / "teacher"
+    if adopt is not None:
+        return _adopt_teacher(cfg, Path(adopt), teacher)
     result = train(cfg, teacher, resume=resume and (teacher / "config.yaml").is_file(), progress=progress)
     return {"best_miou": result.best_miou, "epochs": result.epochs_run}
+
+
+def _adopt_teacher(cfg: Config, source: Path, teacher: Path) -> dict[str, Any]:
+    """Copy a finished ``roverlite train`` run into the pipeline as its teacher (checkpoints left out).
+
+    The run must have been trained with this config's data, model and training settings (only
+    ``train.epochs`` and ``train.patience`` may differ), so the report describes what it says.
+    """
+    import shutil
+
+    from roverlite.config import load_config, to_plain
+    from roverlite.io import sha256_file
+    from roverlite.train.fit import _differing_keys
+
+    missing = [n for n in ("config.yaml", "model.h5", "summary.json") if not (source / n).is_file()]
+    if missing:
+        raise FileNotFoundError(f"Cannot adopt {str(source)!r} as the teacher. Expected a finished training run "
+                                f"(config.yaml, model.h5, summary.json). Received: missing {', '.join(missing)}.")
+    allowed = {"train.epochs", "train.patience"}
+    diff = [k for k in _differing_keys(to_plain(load_config(source / "config.yaml")), to_plain(cfg)) if k not in allowed]
+    if diff:
+        raise ValueError(f"Cannot adopt {str(source)!r} as the teacher: it was trained with other settings. Expected "
+                         f"the pipeline config to match its config.yaml. Received differences in: {', '.join(diff)}.")
+    if teacher.exists():
+        shutil.rmtree(teacher)
+    shutil.copytree(source, teacher, ignore=shutil.ignore_patterns("checkpoints", ".worker-*"))
+    summary = json.loads((teacher / "summary.json").read_text())
+    log.info("teacher adopted from %s (val mIoU %.4f)", source, summary.get("miou", float("nan")))
+    return {"adopted_from": str(source.resolve()), "model_sha256": sha256_file(teacher / "model.h5"),
+            "best_miou": summary.get("miou"), "epochs": summary.get("epochs_run")}
 
 
 def _stage_compress(cfg: Config, run_dir: Path, recipe: Any, progress: bool) -> dict[str, Any]:
@@ -233,13 +265,17 @@ def _stage_compress(cfg: Config, run_dir: Path, recipe: Any, progress: bool) -> 
 def _stage_export(cfg: Config, run_dir: Path, progress: bool) -> dict[str, Any]:
     from roverlite.export.dataset import export_from_config
 
-    results = export_from_config(run_dir / "teacher" / "model.h5", TEACHER_FORMATS, run_dir / "exports", cfg.data,
-                                 recipe={"source": "roverlite pipeline", "model": cfg.model.name}, progress=progress)
+    from roverlite.io import sha256_file
+
+    model = run_dir / "teacher" / "model.h5"
+    recipe = {"source": "roverlite pipeline", "model": cfg.model.name, "role": "teacher",
+              "source_model": {"path": str(model), "sha256": sha256_file(model)}}
+    results = export_from_config(model, TEACHER_FORMATS, run_dir / "exports", cfg.data, recipe=recipe, progress=progress)
     failed = [r.format for r in results if not r.passed]
     return {"artifacts": [str(r.path) for r in results], "failed_checks": failed}
 
 
-def _stage_testpack(cfg: Config, run_dir: Path, progress: bool, count: int) -> dict[str, Any]:
+def _stage_testpack(cfg: Config, run_dir: Path, progress: bool, count: int | None) -> dict[str, Any]:
     from roverlite.data.loader import cap_images, load_split
     from roverlite.deploy.evaluate import save_testpack
 
@@ -248,10 +284,18 @@ def _stage_testpack(cfg: Config, run_dir: Path, progress: bool, count: int) -> d
     return {"images": len(val.ids)}
 
 
+def _recipe_step_dirs(run_dir: Path) -> list[Path]:
+    """The compress stage's step folders, less the teacher step (its float TFLite is the gate's
+    reference and the same model as ``exports/``: benching and reporting it again would list the
+    teacher twice)."""
+    steps = sorted(p for p in (run_dir / "compress").glob("*_*") if p.is_dir())
+    return [p for p in steps if p.name.partition("_")[2] != "teacher"]
+
+
 def _artifacts(run_dir: Path) -> list[Path]:
-    found = sorted((run_dir / "exports").glob("*.tflite")) + sorted((run_dir / "exports").glob("*.onnx"))
-    for suffix in ("*.tflite", "*.onnx"):
-        found += sorted((run_dir / "compress").rglob(suffix))
+    found = []
+    for folder in [run_dir / "exports", *_recipe_step_dirs(run_dir)]:
+        found += sorted(folder.glob("*.tflite")) + sorted(folder.glob("*.onnx"))
     return found
 
 
@@ -269,7 +313,10 @@ def _stage_bench(run_dir: Path, runs: int, threads: int | None) -> dict[str, Any
 def _stage_report(run_dir: Path, threads: int | None, notes: list[str]) -> dict[str, Any]:
     from roverlite.report.build import report_run_dirs
 
-    folders = [run_dir / name for name in ("teacher", "exports", "compress", "bench")]
+    # Every row's accuracy is the bench's: the timed artifact on the whole test pack (the validation
+    # split), so rows compare on the same images. The Keras teacher (teacher/summary.json) is not
+    # listed: its float TFLite export is the reference row.
+    folders = [run_dir / "exports", *_recipe_step_dirs(run_dir), run_dir / "bench"]
     paths = report_run_dirs([f for f in folders if f.exists()], run_dir / "report",
                             testpack=run_dir / "testpack.npz", threads=threads, title="roverlite pipeline report",
                             command="roverlite pipeline", notes=notes)
@@ -287,8 +334,9 @@ def run_pipeline(
     progress: bool = True,
     bench_runs: int = 50,
     threads: int | None = None,
-    testpack_images: int = 16,
+    testpack_images: int | None = None,
     search: Any = None,
+    teacher: str | Path | None = None,
 ) -> PipelineResult:
     """Run every stage into ``run_dir`` (``resume`` skips the stages ``pipeline.json`` marks done).
 
@@ -298,9 +346,12 @@ def run_pipeline(
         recipe: compression recipe (path, mapping or Recipe); default :data:`DEFAULT_RECIPE`.
         bench_runs: timed runs per artifact and runtime.
         threads: runtime threads for benchmarks (default: the runtime's own choice).
-        testpack_images: validation images packed for on-device accuracy and overlays.
+        testpack_images: validation images packed for on-device accuracy and overlays (default:
+            the whole validation split, so every reported accuracy is over the same images).
         search: a :class:`~roverlite.compress.search.SearchSpec`: choose the distill student by
             latency budget before any stage (see the module docstring).
+        teacher: a finished ``roverlite train`` run of this config to use instead of training one
+            (copied into ``run_dir/teacher``; refused when its settings differ).
 
     Raises:
         LatencyBudgetError: no student meets ``search``'s budget (before any stage ran).
@@ -322,7 +373,7 @@ def run_pipeline(
     recipe = DEFAULT_RECIPE if recipe is None else recipe
     stages: dict[str, Callable[[], dict[str, Any]]] = {
         "audit": lambda: _stage_audit(cfg, run_dir, progress),
-        "teacher": lambda: _stage_teacher(cfg, run_dir, progress, resume),
+        "teacher": lambda: _stage_teacher(cfg, run_dir, progress, resume, teacher),
         "compress": lambda: _stage_compress(cfg, run_dir, recipe, progress),
         "export": lambda: _stage_export(cfg, run_dir, progress),
         "testpack": lambda: _stage_testpack(cfg, run_dir, progress, testpack_images),

@@ -31,6 +31,7 @@ import numpy as np
 
 from roverlite.config import DataConfig
 from roverlite.deploy.runtime import load_runner
+from roverlite.deploy.sidecar import sidecar_path
 from roverlite.export.formats import FORMATS, ExportFormat, get_format, list_formats
 from roverlite.export.metadata import build_sidecar, collect_versions, write_sidecar
 from roverlite.export.source import (
@@ -180,17 +181,24 @@ def _write_and_check(
     shared: Mapping[str, Any],
 ) -> ExportResult:
     path = atomic_write_bytes(out_dir / f"{shared['name']}{fmt.suffix}", content)
-    runner = load_runner(path, content=content)
-    sidecar = build_sidecar(
-        path, format_name=fmt.name, runtime=fmt.runtime, input_info=runner.input, output_info=runner.output,
-        recipe=recipe, **shared,
-    )
-    # The device-side check reads the sidecar (and verifies the hash), so it is written first and
-    # rewritten with the check's result.
-    write_sidecar(path, sidecar)
-    check = self_check(fmt, str(path), reference, images, masks, shared["data_cfg"], tolerances)
-    sidecar = dataclasses.replace(sidecar, self_check=check)
-    sidecar_file = write_sidecar(path, sidecar)
+    try:
+        runner = load_runner(path, content=content)
+        sidecar = build_sidecar(
+            path, format_name=fmt.name, runtime=fmt.runtime, input_info=runner.input, output_info=runner.output,
+            recipe=recipe, **shared,
+        )
+        # The device-side check reads the sidecar (and verifies the hash), so it is written first and
+        # rewritten with the check's result.
+        write_sidecar(path, sidecar)
+        check = self_check(fmt, str(path), reference, images, masks, shared["data_cfg"], tolerances)
+        sidecar = dataclasses.replace(sidecar, self_check=check)
+        sidecar_file = write_sidecar(path, sidecar)
+    except BaseException:
+        # All or nothing: an artifact whose sidecar could not be finished (disk full, interrupted)
+        # must not be left looking like a finished export.
+        for leftover in (path, sidecar_path(path)):
+            leftover.unlink(missing_ok=True)
+        raise
     if check["passed"]:
         logger.info("%s: %s (%d bytes), self-check passed", fmt.name, path, sidecar.size_bytes)
     else:

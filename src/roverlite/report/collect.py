@@ -27,8 +27,9 @@ is found; hidden entries are skipped):
   train``) adds the Keras model as its own row with no latency (kind ``teacher float`` when its
   model name contains "teacher"), which serves as the Δ reference.
 
-Artifacts of one model at one precision (``x_tflite_int8.tflite`` and ``x_onnx_int8.onnx``) form
-one variant with a latency per runtime. Its accuracy, gate and ``artifact`` are those of the one
+Artifacts of one model at one precision (``x_tflite_int8.tflite`` and ``x_onnx_int8.onnx``, or any
+two whose sidecar recipes name the same ``source_model`` sha256) form one variant with a latency
+per runtime. Its accuracy, gate and ``artifact`` are those of the one
 artifact whose accuracy was measured over the most images (on a tie, the faster runtime's), so a
 row never mixes one file's accuracy with another's gate; ``accuracy_source`` names the image count.
 """
@@ -72,15 +73,23 @@ def variants_from_bench(
     Returns:
         Rows named ``<model>_<precision>`` (``unet_xs_int8``), in first-seen order.
     """
-    groups: dict[str, dict[str, BenchResult]] = {}
+    groups: dict[tuple[str, str], dict[str, BenchResult]] = {}
+    names: dict[tuple[str, str], str] = {}
     for result in results:
         result = result if isinstance(result, BenchResult) else BenchResult.from_dict(result)
         if not result.ok:
             continue
-        name = _variant_name(result.name or Path(result.artifact).stem, _precision_of(result.format))
-        groups.setdefault(name, {})[result.runtime] = result  # a later row of a runtime replaces an earlier one
+        precision = _precision_of(result.format)
+        name = _variant_name(result.name or Path(result.artifact).stem, precision)
+        # Artifacts exported from one source model at one precision are one variant (a recipe's
+        # float TFLite of the distilled student and its ONNX from the export step), named by the first.
+        source = _source_sha((recipes or {}).get(result.sha256 or "", {}))
+        key = (f"source:{source}", precision) if source else (name, "")
+        names.setdefault(key, name)
+        groups.setdefault(key, {})[result.runtime] = result  # a later row of a runtime replaces an earlier one
     rows = []
-    for name, by_runtime in groups.items():
+    for key, by_runtime in groups.items():
+        name = names[key]
         fastest = sorted(by_runtime.values(), key=lambda r: r.latency_ms.p50)
         scored = [(r, _best_accuracy([r.accuracy, _lookup(accuracy, r.sha256, r.artifact)])) for r in fastest]
         scored = [(r, m) for r, m in scored if m is not None]
@@ -111,7 +120,8 @@ def variants_from_bench(
 def infer_kind(name: str, precision: str | None, recipe: Mapping[str, Any] | None = None) -> str:
     """A variant's kind, from its sidecar recipe where it says, else from its name and precision.
 
-    In order: ``recipe["kind"]`` when set; a ``roverlite compress`` provenance (``step_kind`` and
+    In order: ``recipe["kind"]`` when set; ``recipe["role"] == "teacher"`` (the pipeline's teacher
+    exports) -> ``teacher float``/``teacher int8``; a ``roverlite compress`` provenance (``step_kind`` and
     ``steps``): the teacher step -> ``teacher float``/``teacher int8``, int8 after a QAT step ->
     ``QAT int8``, other int8 -> ``PTQ int8``, float after distillation -> ``distilled student``,
     after pruning -> ``pruned``; without a recipe: "teacher" in the name -> ``teacher float`` /
@@ -122,7 +132,7 @@ def infer_kind(name: str, precision: str | None, recipe: Mapping[str, Any] | Non
         return recipe["kind"].strip()
     int8 = precision == "int8"
     step_kind = recipe.get("step_kind")
-    if step_kind == "teacher" or (step_kind is None and "teacher" in name.lower()):
+    if step_kind == "teacher" or recipe.get("role") == "teacher" or (step_kind is None and "teacher" in name.lower()):
         return "teacher int8" if int8 else "teacher float"
     if isinstance(step_kind, str):
         history = _step_kinds(recipe.get("steps"), recipe.get("step"))
@@ -358,6 +368,12 @@ def _precision_of(fmt: str | None) -> str:
     except ValueError:
         _, _, rest = fmt.partition("_")
         return rest or "float32"
+
+
+def _source_sha(recipe: Mapping[str, Any]) -> str | None:
+    source = recipe.get("source_model") if isinstance(recipe, Mapping) else None
+    sha = source.get("sha256") if isinstance(source, Mapping) else None
+    return sha if isinstance(sha, str) and sha else None
 
 
 def _variant_name(model: str, precision: str) -> str:
