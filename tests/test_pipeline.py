@@ -131,3 +131,14 @@ def test_steps_per_epoch_counts_the_short_last_batch() -> None:
     assert [steps_per_epoch(n, 4) for n in (0, 1, 4, 5, 8)] == [0, 1, 1, 2, 2]
     with pytest.raises(ValueError, match="Expected"):
         steps_per_epoch(10, 0)
+
+
+def test_rebuilding_a_dataset_reuses_the_split_tensors_instead_of_copying_them():
+    from roverlite.data.pipeline import _sample_tensors
+
+    images, masks = np.zeros((6, 16, 16, 1), np.uint8), np.zeros((6, 16, 16), np.uint8)
+    first = _sample_tensors(images, masks, DATA, True)
+    again = _sample_tensors(images, masks, DATA, True)
+    assert first[0] is again[0] and first[1] is again[1]
+    other = _sample_tensors(images.copy(), masks, DATA, True)  # another array: its own tensors
+    assert other[0] is not first[0]

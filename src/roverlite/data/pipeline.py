@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import weakref
 from typing import Callable
 
 import numpy as np
@@ -121,20 +122,44 @@ def _check_arrays(images: np.ndarray, masks: np.ndarray, data_cfg: DataConfig) -
     return images, masks
 
 
+# (id(images), id(masks), cache, mean, std) -> (weak refs to both arrays, image tensor, mask tensor)
+_TENSORS: dict[tuple, tuple[weakref.ref, weakref.ref, tf.Tensor, tf.Tensor]] = {}
+_MAX_TENSOR_SETS = 4
+
+
+def _sample_tensors(images: np.ndarray, masks: np.ndarray, data_cfg: DataConfig, cache: bool):
+    """The split's image and mask tensors, made once per pair of arrays and reused.
+
+    Training rebuilds its dataset every epoch (a seeded epoch, for bit-equal resume); without this
+    each rebuild normalised and copied the whole split again (~0.35 GB and seconds per epoch on
+    AI4Mars at 128x128). The arrays must not be modified in place between calls.
+    """
+    key = (id(images), id(masks), cache, tuple(data_cfg.mean), tuple(data_cfg.std))
+    for stale in [k for k, (ri, rm, _, _) in _TENSORS.items() if ri() is None or rm() is None]:
+        del _TENSORS[stale]
+    found = _TENSORS.get(key)
+    if found is not None and found[0]() is images and found[1]() is masks:
+        return found[2], found[3]
+    # Masks stay in their compact dtype and widen to int32 per sample.
+    images_t = tf.constant(normalize(images, data_cfg.mean, data_cfg.std) if cache else images)
+    masks_t = tf.constant(masks)
+    if len(_TENSORS) >= _MAX_TENSOR_SETS:
+        del _TENSORS[next(iter(_TENSORS))]
+    _TENSORS[key] = (weakref.ref(images), weakref.ref(masks), images_t, masks_t)
+    return images_t, masks_t
+
+
 def _reader(
     images: np.ndarray, masks: np.ndarray, data_cfg: DataConfig, cache: bool
 ) -> Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
     """A map function from a sample index to its ``(float32 image, int32 mask)``."""
-    # Masks stay in their compact dtype and widen to int32 per sample.
-    masks_t = tf.constant(masks)
+    images_t, masks_t = _sample_tensors(images, masks, data_cfg, cache)
     if cache:
-        images_t = tf.constant(normalize(images, data_cfg.mean, data_cfg.std))
 
         def read(i: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             return tf.gather(images_t, i), tf.cast(tf.gather(masks_t, i), tf.int32)
 
         return read
-    images_t = tf.constant(images)
     mean = tf.constant(np.asarray(data_cfg.mean, np.float32))
     std = tf.constant(np.asarray(data_cfg.std, np.float32))
 
