@@ -168,6 +168,41 @@ def _pick(rows: dict[str, dict], name: str) -> dict | None:
     return rows[(preferred or mine)[0]] if mine else None
 
 
+def previous_variants(path: Path, teacher_run: Path) -> dict[str, dict]:
+    """Variant rows of an earlier results file for the same teacher run (for ``--merge``)."""
+    import json
+
+    if not path.exists():
+        return {}
+    record = json.loads(path.read_text())
+    if record.get("teacher_run") != str(teacher_run):
+        raise SystemExit(
+            f"--merge: {path} was measured on teacher {record.get('teacher_run')!r}. "
+            f"Expected {str(teacher_run)!r}; drop --merge to start a fresh results file."
+        )
+    return {row["name"]: row for row in record["variants"]}
+
+
+def build_record(args, name, recipes, teacher, variants, rare, out, started) -> dict:
+    """The results JSON: teacher row, variant rows, targets, host and the reproducing command."""
+    keys = ("artifact", "miou", "per_class_iou", "size_bytes", "macs", "params")
+    teacher_row = {"name": "teacher", **{k: teacher[k] for k in keys}}
+    done = {row["name"].split("/")[0] for row in variants.values()}
+    return {
+        "dataset": name,
+        "teacher_run": str(args.teacher),
+        "recipes": {k: r.to_dict() for k, r in recipes.items() if k in done},
+        "teacher": teacher_row,
+        "variants": list(variants.values()),
+        "targets": check_targets(teacher_row, variants, rare),
+        "smoke_test": bool(args.max_images or args.epochs_scale != 1.0),
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "host": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},
+        "work_dir": str(out),
+        "command": " ".join(shlex.quote(a) for a in ["python", "benchmarks/compress.py", *sys.argv[1:]]),
+    }
+
+
 # === Main ===
 
 
@@ -183,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs-scale", type=float, default=1.0, help="multiply every step's epochs (smoke tests)")
     parser.add_argument("--out", type=Path, help="work folder (default: runs/bench/compress_<dataset>)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the variants of an existing results file for the same teacher that this run does not redo")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname).1s %(name)s: %(message)s")
     for noisy in ("absl", "tensorflow", "h5py", "tf2onnx"):
@@ -198,30 +235,23 @@ def main(argv: list[str] | None = None) -> int:
     recipes = variant_recipes(student, load_recipe(args.ptq_recipe), args.epochs_scale)
     rare = (student.gate.rare_classes or cfg.data.classes[-1:])[0]
 
+    path = RESULTS / f"compress_{name}.json"
+    variants = previous_variants(path, args.teacher) if args.merge else {}
     started = time.perf_counter()
-    teacher, variants = None, {}
+    teacher = None
     for variant in args.variants:
         if variant not in recipes:
             print(f"{variant}: skipped (the student recipe has no distill step)")
             continue
         rows, teacher = run_variant(variant, recipes[variant], args.teacher, cfg, out, not args.quiet)
+        variants = {k: v for k, v in variants.items() if k != variant and not k.startswith(f"{variant}/")}
         variants.update({row["name"]: row for row in rows})
-    keys = ("artifact", "miou", "per_class_iou", "size_bytes", "macs", "params")
-    teacher_row = {"name": "teacher", **{k: teacher[k] for k in keys}}
-    record = {
-        "dataset": name,
-        "teacher_run": str(args.teacher),
-        "recipes": {k: r.to_dict() for k, r in recipes.items() if k in args.variants},
-        "teacher": teacher_row,
-        "variants": list(variants.values()),
-        "targets": check_targets(teacher_row, variants, rare),
-        "smoke_test": bool(args.max_images or args.epochs_scale != 1.0),
-        "wall_seconds": round(time.perf_counter() - started, 1),
-        "host": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},
-        "work_dir": str(out),
-        "command": " ".join(shlex.quote(a) for a in ["python", "benchmarks/compress.py", *sys.argv[1:]]),
-    }
-    path = atomic_write_json(RESULTS / f"compress_{name}.json", record)
+        # Written after every variant, so a long run that is stopped keeps what it measured.
+        record = build_record(args, name, recipes, teacher, variants, rare, out, started)
+        atomic_write_json(path, record)
+    if teacher is None:
+        raise SystemExit("no variant ran: nothing to write")
+    teacher_row = record["teacher"]
     print(f"{'variant':<18} {'mIoU':>7} {rare:>9} {'KiB':>9} {'MMAC':>9}")
     for row in [teacher_row, *variants.values()]:
         print(f"{row['name']:<18} {row['miou']:>7.4f} {row['per_class_iou'].get(rare) or 0:>9.4f} "

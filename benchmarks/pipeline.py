@@ -2,13 +2,17 @@
 
     python benchmarks/pipeline.py --config configs/mars.yaml
     python benchmarks/pipeline.py --config configs/mars.yaml --teacher runs/bench/teacher_ai4mars   # reuse a teacher
+    python benchmarks/pipeline.py --teacher runs/bench/teacher_ai4mars \
+        --compressed runs/bench/compress_ai4mars/student_int8                                         # and a student
 
 Writes ``benchmarks/results/pipeline_<dataset>.json``: the pipeline's ``report/summary.json`` (one
 row per variant with mIoU, per-class IoU, size, MACs and p50 latency per runtime, every accuracy
 measured on the benchmarked artifact over the whole validation split), each stage's seconds, the
 host CPU, the benchmark thread count, the wall time, this process's peak RSS, and the command that
 reproduces it. ``--teacher`` adopts a finished ``roverlite train`` run of the same config instead of
-training again (on two CPU cores the Mars teacher alone takes about 1.5-2 hours).
+training again (on two CPU cores the Mars teacher alone takes about 1.5-2 hours); ``--compressed``
+adopts a finished ``roverlite compress`` folder made from that teacher (e.g. one variant folder of
+``benchmarks/compress.py``) instead of distilling again.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--recipe", type=Path, help="compression recipe (default: the pipeline's)")
     parser.add_argument("--teacher", type=Path, help="a finished training run of this config to adopt")
+    parser.add_argument("--compressed", type=Path,
+                        help="a finished `roverlite compress` folder made from that teacher to adopt as the compress stage")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="benchmark threads (default: all cores)")
     parser.add_argument("--bench-runs", type=int, default=50)
     parser.add_argument("--out", type=Path, help="run folder (default: runs/bench/pipeline_<dataset>)")
@@ -47,12 +53,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from roverlite.pipeline import run_pipeline
 
+    if args.config is None and args.teacher is not None:  # the adopted run says what it was trained on
+        args.config = args.teacher / "config.yaml"
     cfg = load_config(args.config, overrides=args.overrides)  # None: the synthetic demo
     name = dataset_name(cfg.data.path)
     out = args.out or Path("runs") / "bench" / f"pipeline_{name}"
     started = time.perf_counter()
     result = run_pipeline(cfg, out, recipe=args.recipe, resume=args.resume, bench_runs=args.bench_runs,
-                          threads=args.threads, teacher=args.teacher)
+                          threads=args.threads, teacher=args.teacher, compressed=args.compressed)
     report = json.loads((result.report_dir / "summary.json").read_text())
     stages = json.loads((out / "pipeline.json").read_text())["stages"]
     record = {
@@ -61,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         **report,
         "stage_seconds": {k: v.get("seconds") for k, v in stages.items()},
         "teacher_adopted_from": stages.get("teacher", {}).get("adopted_from"),
+        "compress_adopted_from": stages.get("compress", {}).get("adopted_from"),
         "wall_seconds": round(time.perf_counter() - started, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "threads": args.threads,

@@ -103,3 +103,41 @@ def test_adopting_a_teacher_trained_with_other_settings_lists_the_differences(tm
     (source / "summary.json").unlink()
     with pytest.raises(FileNotFoundError, match="summary.json"):
         _adopt_teacher(other, source, tmp_path / "run" / "teacher")
+
+
+# === Adopting a finished compress folder ===
+
+
+def test_pipeline_adopts_teacher_and_compress_folder_without_retraining(pipeline_run, tmp_path):
+    _, out, _ = pipeline_run
+    again = tmp_path / "again"
+    code = main(["-q", "pipeline", *TINY, "--teacher", str(out / "teacher"), "--compressed", str(out / "compress"),
+                 "--out", str(again), "--bench-runs", "3"])
+    assert code == 0
+    stages = json.loads((again / "pipeline.json").read_text())["stages"]
+    assert stages["compress"]["adopted_from"] == str((out / "compress").resolve())
+    assert stages["compress"]["student"] == "unet_tiny_nearest"
+    first = {r["name"] for r in json.loads((out / "report" / "summary.json").read_text())["variants"]}
+    second = {r["name"] for r in json.loads((again / "report" / "summary.json").read_text())["variants"]}
+    assert first == second
+
+
+def test_adopting_a_compress_folder_made_from_another_teacher_shows_both_hashes(pipeline_run, tmp_path):
+    from roverlite.pipeline import _adopt_compressed
+
+    _, out, _ = pipeline_run
+    other = tmp_path / "model.h5"
+    other.write_bytes(b"another teacher")
+    with pytest.raises(ValueError, match="another teacher") as err:
+        _adopt_compressed(out / "compress", other, tmp_path / "compress")
+    assert json.loads((out / "compress" / "recipe_result.json").read_text())["teacher"]["sha256"] in str(err.value)
+    assert not (tmp_path / "compress").exists()
+    with pytest.raises(FileNotFoundError, match="recipe_result.json"):
+        _adopt_compressed(tmp_path, other, tmp_path / "compress")
+
+
+def test_pipeline_refuses_a_compress_folder_together_with_a_recipe(pipeline_run, tmp_path, capsys):
+    _, out, recipe = pipeline_run
+    code = main(["pipeline", *TINY, "--recipe", str(recipe), "--compressed", str(out / "compress"),
+                 "--out", str(tmp_path / "x")])
+    assert code == 2 and "fixes the recipe" in capsys.readouterr().err

@@ -280,7 +280,8 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / "pipeline" / f"{cfg.task}-{__import__('time').strftime('%Y%m%d-%H%M%S')}"
     try:
         result = run_pipeline(cfg, out, recipe=args.recipe, resume=args.resume, progress=not args.quiet,
-                              bench_runs=args.bench_runs, threads=args.threads, search=search, teacher=args.teacher)
+                              bench_runs=args.bench_runs, threads=args.threads, search=search, teacher=args.teacher,
+                              compressed=args.compressed)
     except LatencyBudgetError as err:  # measured, and nothing is fast enough: a finding, not misuse
         print(f"roverlite: {_one_line(err)}", file=sys.stderr)
         return EXIT_FINDINGS
@@ -419,6 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--resume", action="store_true", help="skip the stages --out already finished")
     pl.add_argument("--teacher", type=Path, metavar="RUN_DIR",
                     help="use this finished `roverlite train` run of the same config instead of training a teacher")
+    pl.add_argument("--compressed", type=Path, metavar="DIR",
+                    help="use this finished `roverlite compress` folder (made from that teacher) as the compress stage")
     pl.add_argument("--bench-runs", type=int, default=50, help="timed runs per artifact and runtime (default 50)")
     pl.add_argument("--threads", type=int, help="runtime threads for benchmarks (default: the runtime's choice)")
     pl.add_argument("--latency-budget-ms", type=float, metavar="MS",

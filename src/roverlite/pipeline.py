@@ -247,7 +247,7 @@ def _adopt_teacher(cfg: Config, source: Path, teacher: Path) -> dict[str, Any]:
             "best_miou": summary.get("miou"), "epochs": summary.get("epochs_run")}
 
 
-def _stage_compress(cfg: Config, run_dir: Path, recipe: Any, progress: bool) -> dict[str, Any]:
+def _stage_compress(cfg: Config, run_dir: Path, recipe: Any, progress: bool, adopt: Path | None) -> dict[str, Any]:
     import shutil
 
     from roverlite.compress.recipe import load_recipe
@@ -256,10 +256,39 @@ def _stage_compress(cfg: Config, run_dir: Path, recipe: Any, progress: bool) -> 
     out = run_dir / "compress"
     if out.exists():  # a half-finished recipe from an interrupted run: redo the stage whole
         shutil.rmtree(out)
+    if adopt is not None:
+        return _adopt_compressed(Path(adopt), run_dir / "teacher" / "model.h5", out)
     result = run_recipe(run_dir / "teacher", recipe, out, cfg=cfg, progress=progress, enforce_gate=False)
     students = [step.student for step in load_recipe(recipe).steps if step.kind == "distill"]
     return {"recipe_status": result.status, "recipe_message": result.message,
             "student": students[-1] if students else None}
+
+
+def _adopt_compressed(source: Path, teacher_model: Path, out: Path) -> dict[str, Any]:
+    """Copy a finished ``roverlite compress`` folder into the pipeline as its compress stage.
+
+    The folder must have been compressed from this pipeline's teacher: the sha256 of the model its
+    ``recipe_result.json`` names must equal the teacher's ``model.h5``.
+    """
+    import shutil
+
+    from roverlite.compress.recipe import load_recipe
+    from roverlite.io import sha256_file
+
+    result_file = source / "recipe_result.json"
+    if not result_file.is_file() or not (source / "recipe.yaml").is_file():
+        raise FileNotFoundError(f"Cannot adopt {str(source)!r} as the compress stage. Expected a finished "
+                                f"`roverlite compress` folder (recipe.yaml, recipe_result.json). Received: none there.")
+    result = json.loads(result_file.read_text())
+    used, ours = (result.get("teacher") or {}).get("sha256"), sha256_file(teacher_model)
+    if used != ours:
+        raise ValueError(f"Cannot adopt {str(source)!r}: it was compressed from another teacher. Expected teacher "
+                         f"model.h5 sha256 {ours}. Received: {used}.")
+    shutil.copytree(source, out)
+    students = [step.student for step in load_recipe(out / "recipe.yaml").steps if step.kind == "distill"]
+    log.info("compress stage adopted from %s (recipe %s, %s)", source, result.get("recipe"), result.get("status"))
+    return {"adopted_from": str(source.resolve()), "recipe_status": result.get("status"),
+            "recipe_message": result.get("message", ""), "student": students[-1] if students else None}
 
 
 def _stage_export(cfg: Config, run_dir: Path, progress: bool) -> dict[str, Any]:
@@ -337,6 +366,7 @@ def run_pipeline(
     testpack_images: int | None = None,
     search: Any = None,
     teacher: str | Path | None = None,
+    compressed: str | Path | None = None,
 ) -> PipelineResult:
     """Run every stage into ``run_dir`` (``resume`` skips the stages ``pipeline.json`` marks done).
 
@@ -352,10 +382,17 @@ def run_pipeline(
             latency budget before any stage (see the module docstring).
         teacher: a finished ``roverlite train`` run of this config to use instead of training one
             (copied into ``run_dir/teacher``; refused when its settings differ).
+        compressed: a finished ``roverlite compress`` folder made from that teacher, used as the
+            compress stage instead of running ``recipe`` (refused with ``recipe`` or ``search``,
+            or when it was compressed from another teacher).
 
     Raises:
         LatencyBudgetError: no student meets ``search``'s budget (before any stage ran).
     """
+    if compressed is not None and (recipe is not None or search is not None):
+        given = "a recipe" if recipe is not None else "a latency budget"
+        raise ValueError(f"An adopted compress folder already fixes the recipe. Expected no recipe and no latency "
+                         f"budget with it. Received: {given} as well as {str(compressed)!r}.")
     started = time.perf_counter()
     run_dir = ensure_writable_dir(run_dir)
     state = _check_resume(run_dir, cfg, resume)
@@ -374,7 +411,7 @@ def run_pipeline(
     stages: dict[str, Callable[[], dict[str, Any]]] = {
         "audit": lambda: _stage_audit(cfg, run_dir, progress),
         "teacher": lambda: _stage_teacher(cfg, run_dir, progress, resume, teacher),
-        "compress": lambda: _stage_compress(cfg, run_dir, recipe, progress),
+        "compress": lambda: _stage_compress(cfg, run_dir, recipe, progress, compressed),
         "export": lambda: _stage_export(cfg, run_dir, progress),
         "testpack": lambda: _stage_testpack(cfg, run_dir, progress, testpack_images),
         "bench": lambda: _stage_bench(run_dir, bench_runs, threads),
