@@ -122,3 +122,37 @@ def test_distiller_feature_term_needs_matching_bottleneck_size():
     student = create_model("unet_micro", input_shape=SHAPE, num_classes=2)  # depth 3 vs 2
     with pytest.raises(ValueError, match="same height and width"):
         Distiller(teacher, student, DistillConfig(feature_weight=1.0), build_loss({"cross_entropy": 1.0}, 2))
+
+
+def _teacher_that_fails_when_run() -> keras.Model:
+    def fail_if_run(x):
+        check = tf.debugging.assert_less(tf.reduce_max(x), -1e30, message="the teacher was run")
+        with tf.control_dependencies([check]):
+            return tf.identity(x)
+
+    inputs = keras.Input(SHAPE)
+    logits = keras.layers.Conv2D(2, 1)(keras.layers.Lambda(fail_if_run)(inputs))
+    return keras.Model(inputs, logits, name="tripwire_teacher")
+
+
+class _LogKeys(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.keys: set[str] = set()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.keys |= set(logs or {})
+
+
+def test_distill_with_alpha_zero_trains_on_labels_without_running_the_teacher():
+    keras.utils.set_random_seed(0)
+    student = create_model("unet_tiny", input_shape=SHAPE, num_classes=2, base_width=2)
+    keys = _LogKeys()
+    distill(_teacher_that_fails_when_run(), student, _toy_data(), _toy_data().take(1),
+            DistillConfig(alpha=0.0), epochs=1, optimizer=keras.optimizers.Adam(1e-2), steps_per_epoch=2,
+            callbacks=[keys])
+    assert "kd_loss" not in keys.keys and {"loss", "hard_loss", "val_hard_loss"} <= keys.keys
+    # The tripwire is real: with a soft term the same teacher stops training.
+    with pytest.raises(tf.errors.InvalidArgumentError, match="the teacher was run"):
+        distill(_teacher_that_fails_when_run(), student, _toy_data(), _toy_data().take(1),
+                DistillConfig(alpha=0.5), epochs=1, optimizer=keras.optimizers.Adam(1e-2), steps_per_epoch=2)

@@ -144,6 +144,8 @@ class Distiller(keras.Model):
 
     ``call`` runs the student. Metrics: ``loss`` (the total), ``kd_loss``, ``hard_loss`` and, when
     the feature term is on, ``feature_loss``; the same names prefixed ``val_`` on validation data.
+    With ``alpha == 0`` and no feature term the teacher is never run (training on labels alone, the
+    distillation ablation) and there is no ``kd_loss``.
     Build it once per run; the student is trained in place and is the model to keep.
 
     Constructing it sets ``teacher.trainable = False`` (:func:`distill` restores the flag after).
@@ -167,6 +169,8 @@ class Distiller(keras.Model):
         self.cfg = cfg
         self.hard_loss = hard_loss
         self.use_features = cfg.feature_weight > 0
+        # alpha 0 without the feature term is training on labels alone: the teacher is never run.
+        self.runs_teacher = self.use_features or cfg.alpha > 0
         self.projection = None
         if self.use_features:
             t_feat = bottleneck_feature(teacher, cfg.teacher_feature)
@@ -183,7 +187,8 @@ class Distiller(keras.Model):
             self.projection.build(s_feat.shape)
         self._loss_trackers = {
             name: keras.metrics.Mean(name=name)
-            for name in ("loss", "kd_loss", "hard_loss", *(("feature_loss",) if self.use_features else ()))
+            for name in ("loss", *(("kd_loss",) if self.runs_teacher else ()), "hard_loss",
+                         *(("feature_loss",) if self.use_features else ()))
         }
 
     @property
@@ -195,6 +200,11 @@ class Distiller(keras.Model):
         return self.student(inputs, training=training)
 
     def _distill_losses(self, x, y, training: bool) -> dict[str, tf.Tensor]:
+        if not self.runs_teacher:
+            out = {"hard_loss": self.hard_loss(y, self.student(x, training=training))}
+            regularisation = tf.add_n(self.student.losses) if self.student.losses else 0.0
+            out["loss"] = out["hard_loss"] + regularisation
+            return out
         if self.use_features:
             t_logits, t_feat = self.teacher_net(x, training=False)
             s_logits, s_feat = self.student_net(x, training=training)
