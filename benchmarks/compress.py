@@ -180,7 +180,7 @@ def previous_variants(path: Path, teacher_run: Path) -> dict[str, dict]:
             f"--merge: {path} was measured on teacher {record.get('teacher_run')!r}. "
             f"Expected {str(teacher_run)!r}; drop --merge to start a fresh results file."
         )
-    return {row["name"]: row for row in record["variants"]}
+    return {row["name"]: {**row, "command": row.get("command", record.get("command"))} for row in record["variants"]}
 
 
 def build_record(args, name, recipes, teacher, variants, rare, out, started) -> dict:
@@ -199,8 +199,12 @@ def build_record(args, name, recipes, teacher, variants, rare, out, started) -> 
         "wall_seconds": round(time.perf_counter() - started, 1),
         "host": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},
         "work_dir": str(out),
-        "command": " ".join(shlex.quote(a) for a in ["python", "benchmarks/compress.py", *sys.argv[1:]]),
+        "command": command_line(),
     }
+
+
+def command_line() -> str:
+    return " ".join(shlex.quote(a) for a in ["python", "benchmarks/compress.py", *sys.argv[1:]])
 
 
 # === Main ===
@@ -244,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{variant}: skipped (the student recipe has no distill step)")
             continue
         rows, teacher = run_variant(variant, recipes[variant], args.teacher, cfg, out, not args.quiet)
+        rows = [{**row, "command": command_line()} for row in rows]  # kept per row: --merge mixes runs
         variants = {k: v for k, v in variants.items() if k != variant and not k.startswith(f"{variant}/")}
         variants.update({row["name"]: row for row in rows})
         # Written after every variant, so a long run that is stopped keeps what it measured.
