@@ -19,11 +19,14 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def _kd_reference(labels, student, teacher, t, ignore_index):
+def _kd_reference(labels, student, teacher, t, ignore_index, class_weights=None):
     p_t, p_s = _softmax(teacher / t), _softmax(student / t)
     kl = (p_t * (np.log(p_t) - np.log(p_s))).sum(axis=-1)
     counted = (labels != ignore_index) & (labels >= 0) & (labels < student.shape[-1])
-    return t**2 * kl[counted].mean()
+    if class_weights is None:
+        return t**2 * kl[counted].mean()
+    w = np.asarray(class_weights)[labels[counted]]
+    return t**2 * (kl[counted] * w).sum() / w.sum()
 
 
 def test_kd_loss_matches_numpy_reference_over_non_ignored_pixels():
@@ -42,6 +45,36 @@ def test_kd_loss_matches_numpy_reference_over_non_ignored_pixels():
     assert kd_loss(labels[..., None], student, teacher, 2.0, 255).numpy() == pytest.approx(got)
 
 
+def test_kd_loss_class_weights_weight_each_pixel_by_its_label():
+    rng = np.random.default_rng(3)
+    student = rng.normal(size=(2, 4, 4, 3)).astype("float32") * 2
+    teacher = rng.normal(size=(2, 4, 4, 3)).astype("float32") * 2
+    labels = rng.integers(0, 3, size=(2, 4, 4))
+    labels[0, 0] = 255
+    weights = (0.2, 1.0, 5.0)
+    got = kd_loss(labels, student, teacher, 4.0, 255, class_weights=weights).numpy()
+    want = _kd_reference(labels, student.astype(np.float64), teacher.astype(np.float64), 4.0, 255, weights)
+    assert got == pytest.approx(want, rel=1e-5)
+    assert got != pytest.approx(kd_loss(labels, student, teacher, 4.0, 255).numpy(), rel=1e-3)
+    # Equal weights are the unweighted mean, whatever their scale.
+    assert kd_loss(labels, student, teacher, 4.0, 255, class_weights=(3.0,) * 3).numpy() == pytest.approx(
+        kd_loss(labels, student, teacher, 4.0, 255).numpy(), rel=1e-5
+    )
+
+
+@pytest.mark.parametrize("weights", [(), (1.0, -1.0), (0.0, 0.0), (1.0, float("nan"))])
+def test_distill_config_rejects_unusable_class_weights(weights):
+    with pytest.raises(ValueError, match="class_weights"):
+        DistillConfig(class_weights=weights)
+
+
+def test_distiller_rejects_class_weights_of_another_length():
+    teacher = create_model("unet_tiny", input_shape=SHAPE, num_classes=2)
+    student = create_model("unet_tiny", input_shape=SHAPE, num_classes=2)
+    with pytest.raises(ValueError, match="one class weight per class \\(2\\)"):
+        Distiller(teacher, student, DistillConfig(class_weights=(1.0, 2.0, 3.0)), build_loss({"cross_entropy": 1.0}, 2))
+
+
 def test_kd_loss_is_zero_for_identical_logits_or_no_counted_pixel():
     logits = np.random.default_rng(1).normal(size=(1, 2, 2, 3)).astype("float32")
     assert kd_loss(np.zeros((1, 2, 2)), logits, logits, 4.0).numpy() == pytest.approx(0.0, abs=1e-6)
@@ -58,7 +91,8 @@ def test_distill_config_rejects_impossible_values(kwargs, message):
 
 
 def test_distill_config_round_trips_through_plain_data():
-    cfg = DistillConfig(temperature=3.0, alpha=0.8, feature_weight=0.5, ignore_index=None, student_feature="x")
+    cfg = DistillConfig(temperature=3.0, alpha=0.8, feature_weight=0.5, ignore_index=None, student_feature="x",
+                        class_weights=(0.5, 2))
     assert from_plain(DistillConfig, to_plain(cfg), "distill") == cfg
 
 

@@ -38,7 +38,8 @@ def test_shipped_recipes_round_trip_through_yaml(path, tmp_path):
 
 def test_every_step_kind_round_trips_with_non_default_values(tmp_path):
     recipe = _recipe(
-        {"distill": {"student": "unet_xs", "student_overrides": {"base_width": 6}, "epochs": 3, "alpha": 0.7}},
+        {"distill": {"student": "unet_xs", "student_overrides": {"base_width": 6}, "epochs": 3, "alpha": 0.7,
+                     "class_weighted_kd": True}},
         {"prune": {"target_sparsity": 0.6, "epochs": 2, "frequency": 5, "skip_layers": ["logits", "dec0_*"]}},
         {"structured": {"keep_ratio": [0.5, 0.5, 0.75], "criterion": "bn", "epochs": 0}},
         {"qat": {"epochs": 1, "preserve_sparsity": True, "learning_rate": 1e-4}},
@@ -66,6 +67,8 @@ def test_every_step_kind_round_trips_with_non_default_values(tmp_path):
         ({"name": "r", "steps": [{"structured": {"keep_ratio": 0}}]}, "keep_ratio in \\(0, 1\\]"),
         ({"name": "r", "steps": [{"structured": {"criterion": "l2"}}]}, 'Did you mean "l1"'),
         ({"name": "r", "steps": [{"distill": {"epochs": 2}}]}, "distill.student is required"),
+        ({"name": "r", "steps": [{"distill": {"student": "unet_xs", "class_weighted_kd": "yes"}}]},
+         "Expected true or false for steps\\[0\\].distill.class_weighted_kd"),
         ({"name": "r", "steps": [{"qat": {"epochs": 0}}]}, "qat.epochs to be an integer >= 1"),
         ({"name": "r", "steps": [{"qat": {}, "prune": {}}]}, "one \\{kind: settings\\} entry"),
         ({"name": "r", "steps": []}, "at least one step"),
@@ -194,6 +197,37 @@ def test_distill_qat_export_saves_every_step_with_artifact_sidecar_and_gate(teac
         gate = json.loads((step.dir / "gate.json").read_text())
         assert gate["passed"] and "QAT" in gate["artifacts"][0]["qdebug"]["skipped"]
     assert result.final_artifacts[0]["miou"] == saved["steps"][2]["artifacts"][0]["miou"]
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_class_weighted_kd_hands_the_hard_loss_class_weights_to_the_soft_term(teacher_run, tmp_path, monkeypatch, weighted):
+    import roverlite.compress.steps as steps
+    from roverlite.data.loader import load_split
+    from roverlite.train.losses import class_weights_from_counts
+
+    seen = {}
+
+    def capture(teacher, student, train_ds, val_data, cfg, *args, **kwargs):
+        seen["cfg"] = cfg
+        raise _Stop
+
+    monkeypatch.setattr(steps, "distill", capture)
+    recipe = _recipe({"distill": {"student": "unet_tiny", "epochs": 1, "class_weighted_kd": weighted}}, gate=LOOSE_GATE)
+    with pytest.raises(_Stop):
+        run_recipe(teacher_run, recipe, tmp_path / "out", progress=False)
+    if not weighted:
+        assert seen["cfg"].class_weights is None
+        return
+    cfg = load_config(teacher_run / "config.yaml")
+    masks = load_split(cfg.data, "train").masks
+    counts = np.bincount(masks.reshape(-1), minlength=256)[: cfg.data.num_classes]
+    want = class_weights_from_counts(counts, cfg.train.class_weighting)
+    np.testing.assert_allclose(seen["cfg"].class_weights, want, rtol=1e-6)
+    assert len(set(np.round(want, 4))) > 1  # the band scenes are imbalanced: the weights differ
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")

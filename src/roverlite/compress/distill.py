@@ -8,7 +8,10 @@ The student's loss on a batch is
 
 The KL divergence is taken per pixel over the class axis and averaged over the pixels whose label
 is not ignored, the same pixels the hard loss counts: the unlabelled parts of AI4Mars images carry
-no teacher knowledge worth copying (the teacher was never trained there). ``T^2`` keeps the soft
+no teacher knowledge worth copying (the teacher was never trained there). With ``class_weights``
+the average is weighted by each pixel's label, as the class-weighted hard loss is: an unweighted
+soft term is dominated by the common classes, and on AI4Mars it cost a small student its sand
+class (see ``benchmarks/results/compress_ai4mars.json``). ``T^2`` keeps the soft
 term's gradients on the scale of the hard term's as ``T`` grows (Hinton et al., 2015). The feature
 term matches the student's bottleneck (projected by a learnt 1x1 conv to the teacher's width) to
 the teacher's (FitNets-style hints, Romero et al., 2015); the projection is discarded after
@@ -26,6 +29,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -54,6 +58,9 @@ class DistillConfig:
         alpha: weight of the soft term in ``[0, 1]``; the hard (label) term gets ``1 - alpha``.
         feature_weight: weight >= 0 of the bottleneck feature term (0 = off).
         ignore_index: label of pixels left out of the soft term (and of the default hard loss).
+        class_weights: one weight >= 0 per class for the soft term: each counted pixel's KL is
+            weighted by its label's weight (pass the hard loss's class weights). ``None``: every
+            counted pixel alike.
         teacher_feature, student_feature: layer names whose outputs the feature term compares.
             ``None``: the tensor entering the decoder's first up-sampling (after the bottleneck
             block, ASPP and dropout), see :func:`bottleneck_feature`.
@@ -65,6 +72,7 @@ class DistillConfig:
     ignore_index: int | None = 255
     teacher_feature: str | None = None
     student_feature: str | None = None
+    class_weights: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if not float(self.temperature) > 0:
@@ -75,12 +83,23 @@ class DistillConfig:
             raise ValueError(f"Expected feature_weight >= 0. Received: feature_weight={self.feature_weight}.")
         if self.ignore_index is not None and (isinstance(self.ignore_index, bool) or not isinstance(self.ignore_index, int)):
             raise ValueError(f"Expected ignore_index to be an integer or None. Received: ignore_index={self.ignore_index!r}.")
+        if self.class_weights is not None:
+            weights = tuple(float(w) for w in self.class_weights)
+            if not weights or not all(w >= 0 and math.isfinite(w) for w in weights) or not any(weights):
+                raise ValueError(
+                    "Expected class_weights: one finite weight >= 0 per class, not all 0. "
+                    f"Received: class_weights={self.class_weights!r}."
+                )
+            object.__setattr__(self, "class_weights", weights)
 
 
 # === Losses ===
 
 
-def kd_loss(labels, student_logits, teacher_logits, temperature: float, ignore_index: int | None = 255) -> tf.Tensor:
+def kd_loss(
+    labels, student_logits, teacher_logits, temperature: float, ignore_index: int | None = 255,
+    class_weights: Sequence[float] | None = None,
+) -> tf.Tensor:
     """``T^2 * KL(softmax(teacher / T) || softmax(student / T))``, mean over counted pixels.
 
     Args:
@@ -89,6 +108,7 @@ def kd_loss(labels, student_logits, teacher_logits, temperature: float, ignore_i
         temperature: ``T`` > 0.
         ignore_index: pixels with this label (and labels outside ``0..K-1``, as in
             :mod:`roverlite.train.losses`) are not counted.
+        class_weights: ``K`` weights; the mean becomes a mean weighted by each pixel's label.
 
     Returns:
         A float32 scalar; 0 (with zero gradient) when no pixel is counted.
@@ -98,11 +118,11 @@ def kd_loss(labels, student_logits, teacher_logits, temperature: float, ignore_i
     log_p_teacher = tf.nn.log_softmax(teacher, axis=-1)
     log_p_student = tf.nn.log_softmax(student, axis=-1)
     kl = tf.reduce_sum(tf.exp(log_p_teacher) * (log_p_teacher - log_p_student), axis=-1)
-    mask = _counted_pixels(labels, student.shape[-1], ignore_index)
-    return temperature**2 * tf.math.divide_no_nan(tf.reduce_sum(kl * mask), tf.reduce_sum(mask))
+    weights = _pixel_weights(labels, student.shape[-1], ignore_index, class_weights)
+    return temperature**2 * tf.math.divide_no_nan(tf.reduce_sum(kl * weights), tf.reduce_sum(weights))
 
 
-def _counted_pixels(labels, num_classes: int, ignore_index: int | None) -> tf.Tensor:
+def _pixel_weights(labels, num_classes: int, ignore_index: int | None, class_weights) -> tf.Tensor:
     # The same rule as roverlite.train.losses: ignored labels and ids outside 0..K-1 do not count.
     labels = tf.cast(labels, tf.int32)
     if labels.shape.rank == 4:
@@ -110,7 +130,15 @@ def _counted_pixels(labels, num_classes: int, ignore_index: int | None) -> tf.Te
     valid = tf.logical_and(labels >= 0, labels < num_classes)
     if ignore_index is not None:
         valid = tf.logical_and(valid, labels != ignore_index)
-    return tf.cast(valid, tf.float32)
+    mask = tf.cast(valid, tf.float32)
+    if class_weights is None:
+        return mask
+    if len(class_weights) != num_classes:
+        raise ValueError(
+            f"Expected one class weight per class ({num_classes}). Received: {len(class_weights)} weights."
+        )
+    safe = tf.where(valid, labels, tf.zeros_like(labels))
+    return tf.gather(tf.constant(class_weights, tf.float32), safe) * mask
 
 
 def bottleneck_feature(model: keras.Model, layer_name: str | None = None):
@@ -162,7 +190,7 @@ class Distiller(keras.Model):
         **kwargs: Any,
     ) -> None:
         super().__init__(name=kwargs.pop("name", "distiller"), **kwargs)
-        _check_pair(teacher, student)
+        _check_pair(teacher, student, cfg)
         teacher.trainable = False
         self.teacher = teacher
         self.student = student
@@ -213,7 +241,7 @@ class Distiller(keras.Model):
             s_logits = self.student(x, training=training)
         t_logits = tf.stop_gradient(t_logits)
         out = {
-            "kd_loss": kd_loss(y, s_logits, t_logits, self.cfg.temperature, self.cfg.ignore_index),
+            "kd_loss": kd_loss(y, s_logits, t_logits, self.cfg.temperature, self.cfg.ignore_index, self.cfg.class_weights),
             "hard_loss": self.hard_loss(y, s_logits),
         }
         total = self.cfg.alpha * out["kd_loss"] + (1.0 - self.cfg.alpha) * out["hard_loss"]
@@ -309,7 +337,7 @@ def distill(
     return student
 
 
-def _check_pair(teacher: keras.Model, student: keras.Model) -> None:
+def _check_pair(teacher: keras.Model, student: keras.Model, cfg: DistillConfig) -> None:
     if tuple(teacher.input_shape[1:]) != tuple(student.input_shape[1:]):
         raise ValueError(
             f"Expected the student to take the teacher's input shape {tuple(teacher.input_shape[1:])}. "
@@ -319,4 +347,9 @@ def _check_pair(teacher: keras.Model, student: keras.Model) -> None:
         raise ValueError(
             f"Expected the student to predict the teacher's {teacher.output_shape[-1]} classes. "
             f"Received: {student.output_shape[-1]}."
+        )
+    if cfg.class_weights is not None and len(cfg.class_weights) != teacher.output_shape[-1]:
+        raise ValueError(
+            f"Expected one class weight per class ({teacher.output_shape[-1]}). "
+            f"Received: class_weights={list(cfg.class_weights)}."
         )

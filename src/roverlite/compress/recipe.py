@@ -77,6 +77,8 @@ class DistillStep:
         epochs: passes over the train split.
         temperature, alpha, feature_weight: as in :class:`~roverlite.compress.distill.DistillConfig`;
             ``alpha: 0`` trains the same student on the labels alone (the from-scratch ablation).
+        class_weighted_kd: weight the soft term's pixels by the run's class weights (those of the
+            hard loss, ``train.class_weighting``), so rare classes count as much in both terms.
         learning_rate: peak rate (default: the run's ``train.learning_rate``).
     """
 
@@ -88,6 +90,7 @@ class DistillStep:
     temperature: float = 4.0
     alpha: float = 0.5
     feature_weight: float = 0.0
+    class_weighted_kd: bool = False
     learning_rate: float | None = None
 
     def __post_init__(self) -> None:
@@ -101,6 +104,8 @@ class DistillStep:
         object.__setattr__(self, "student_overrides", dict(self.student_overrides))
         _check_count(self.epochs, "distill.epochs", 1)
         _check_rate(self.learning_rate, "distill.learning_rate")
+        if not isinstance(self.class_weighted_kd, bool):
+            raise ConfigError(f"Expected distill.class_weighted_kd to be true or false. Received: {self.class_weighted_kd!r}.")
         from roverlite.compress.distill import DistillConfig
 
         DistillConfig(temperature=self.temperature, alpha=self.alpha, feature_weight=self.feature_weight)

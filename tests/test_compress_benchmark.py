@@ -1,0 +1,73 @@
+"""The compression benchmark (``benchmarks/compress.py``): its variant recipes and its target arithmetic."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from roverlite.compress.recipe import load_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    sys.path.insert(0, str(ROOT / "benchmarks"))  # compress.py imports its sibling teacher.py
+    try:
+        spec = importlib.util.spec_from_file_location("compress_benchmark", ROOT / "benchmarks" / "compress.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    return module
+
+
+@pytest.fixture(scope="module")
+def recipes(bench):
+    student = load_recipe(ROOT / "configs" / "recipes" / "mars_student_int8.yaml")
+    ptq = load_recipe(ROOT / "configs" / "recipes" / "teacher_ptq.yaml")
+    return student, bench.variant_recipes(student, ptq, 1.0)
+
+
+def test_distillation_ablations_change_only_the_distill_step(recipes):
+    student, variants = recipes
+    assert variants["student_int8"] == student
+    for name, changed in (("student_scratch", {"alpha": 0.0}), ("student_cwkd", {"class_weighted_kd": True})):
+        recipe = variants[name]
+        assert recipe.name != student.name and recipe.gate == student.gate
+        for mine, theirs in zip(recipe.steps, student.steps):
+            if theirs.kind != "distill":
+                assert mine == theirs
+                continue
+            for key, value in changed.items():
+                assert getattr(mine, key) == value and getattr(theirs, key) != value
+            assert mine.student == theirs.student and mine.epochs == theirs.epochs
+
+
+def test_epochs_scale_shrinks_every_training_step_but_keeps_at_least_one(bench, recipes):
+    student, _ = recipes
+    trained = [i for i, s in enumerate(student.steps) if getattr(s, "epochs", 0) > 1]
+    assert trained  # distill 8 epochs, QAT 2
+    scaled = bench.scale_epochs(student, 0.01)
+    assert [scaled.steps[i].epochs for i in trained] == [1] * len(trained)
+    assert bench.scale_epochs(student, 2.0).steps[trained[0]].epochs == 2 * student.steps[trained[0]].epochs
+
+
+def test_targets_compare_variants_and_leave_missing_ones_unjudged(bench):
+    def row(miou, rare, size=100, macs=10):
+        return {"miou": miou, "per_class_iou": {"rock": rare}, "size_bytes": size, "macs": macs}
+
+    teacher = row(0.80, 0.40, size=4000, macs=200)
+    variants = {"student_int8": row(0.78, 0.38), "student_scratch": row(0.75, 0.30), "student_cwkd": row(0.70, 0.35)}
+    targets = {t["target"].split(" (")[0]: t for t in bench.check_targets(teacher, variants, "rock")}
+    assert targets["student_int8 mIoU / teacher mIoU"]["value"] == pytest.approx(0.975)
+    assert targets["student_int8 mIoU / teacher mIoU"]["met"] is True
+    assert targets["student_int8 rock IoU / teacher rock IoU"]["met"] is True  # 0.95
+    assert targets["teacher float TFLite bytes / student_int8 bytes"]["value"] == pytest.approx(40.0)
+    assert targets["student_int8 mIoU - student_scratch mIoU"]["met"] is True
+    cwkd = targets["student_cwkd mIoU - student_scratch mIoU"]
+    assert cwkd["value"] == pytest.approx(-0.05) and cwkd["met"] is False
+    assert targets["teacher_qat mIoU drop"]["value"] is None and targets["teacher_qat mIoU drop"]["met"] is None
