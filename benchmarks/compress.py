@@ -55,7 +55,8 @@ def variant_recipes(student: Any, ptq: Any, epochs_scale: float) -> dict[str, An
     gate = student.gate
     distill = [s for s in student.steps if s.kind == "distill"]
     recipes = {
-        "teacher_ptq": ptq,
+        # The PTQ recipe's own floors, with the student recipe's rare classes (they name the dataset's classes).
+        "teacher_ptq": dataclasses.replace(ptq, gate=dataclasses.replace(ptq.gate, rare_classes=gate.rare_classes)),
         "teacher_qat": Recipe("teacher-qat", (QatStep(epochs=2), ExportStep(("tflite_int8",))), gate),
         # MACs scale with the square of the kept fraction: 0.7 keeps ~49 %, the 2x the target asks for.
         "structured": Recipe("structured", (StructuredStep(keep_ratio=0.7, epochs=2), ExportStep(("tflite",))), gate),

@@ -47,6 +47,17 @@ def test_distillation_ablations_change_only_the_distill_step(recipes):
             assert mine.student == theirs.student and mine.epochs == theirs.epochs
 
 
+def test_teacher_ptq_keeps_its_floors_but_takes_the_student_recipes_rare_classes(bench):
+    import dataclasses
+
+    student = load_recipe(ROOT / "configs" / "recipes" / "cropweed_student_int8.yaml")
+    ptq = load_recipe(ROOT / "configs" / "recipes" / "teacher_ptq.yaml")
+    got = bench.variant_recipes(student, ptq, 1.0)["teacher_ptq"]
+    assert got.gate.rare_classes == ("crop", "weed") and ptq.gate.rare_classes == ("big_rock",)
+    assert dataclasses.replace(got.gate, rare_classes=ptq.gate.rare_classes) == ptq.gate
+    assert got.steps == ptq.steps
+
+
 def test_epochs_scale_shrinks_every_training_step_but_keeps_at_least_one(bench, recipes):
     student, _ = recipes
     trained = [i for i, s in enumerate(student.steps) if getattr(s, "epochs", 0) > 1]
