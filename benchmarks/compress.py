@@ -14,6 +14,7 @@ teacher's validation split:
     student_int8     --recipe (default configs/recipes/student_int8.yaml: distill -> qat -> int8)
     student_scratch  the same recipe with distill alpha 0 (labels only): the distillation ablation
     student_cwkd     the same recipe with class_weighted_kd: the soft term weighted like the hard loss
+    student_t1       the same recipe with distill temperature 1 (soft targets as sharp as the teacher's)
 
 Writes ``benchmarks/results/compress_<dataset>.json`` with ``teacher``, ``variants`` (each
 ``{"name", "artifact", "miou", "per_class_iou", "size_bytes", "macs", "params"}``), the targets and
@@ -42,7 +43,7 @@ from roverlite.io import atomic_write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RECIPES = Path(__file__).resolve().parents[1] / "configs" / "recipes"
-VARIANTS = ("teacher_ptq", "teacher_qat", "structured", "student_int8", "student_scratch", "student_cwkd")
+VARIANTS = ("teacher_ptq", "teacher_qat", "structured", "student_int8", "student_scratch", "student_cwkd", "student_t1")
 
 
 # === Variants ===
@@ -67,6 +68,8 @@ def variant_recipes(student: Any, ptq: Any, epochs_scale: float) -> dict[str, An
         recipes["student_scratch"] = dataclasses.replace(student, name=f"{student.name}-scratch", steps=steps)
         steps = tuple(dataclasses.replace(s, class_weighted_kd=True) if s.kind == "distill" else s for s in student.steps)
         recipes["student_cwkd"] = dataclasses.replace(student, name=f"{student.name}-cwkd", steps=steps)
+        steps = tuple(dataclasses.replace(s, temperature=1.0) if s.kind == "distill" else s for s in student.steps)
+        recipes["student_t1"] = dataclasses.replace(student, name=f"{student.name}-t1", steps=steps)
     return {name: scale_epochs(recipe, epochs_scale) for name, recipe in recipes.items()}
 
 
@@ -156,6 +159,8 @@ def check_targets(teacher: dict, variants: dict[str, dict], rare: str) -> list[d
          gain("student_int8", "student_scratch"), ">=", 0.0),
         ("student_cwkd mIoU - student_scratch mIoU (class-weighted distillation ablation)",
          gain("student_cwkd", "student_scratch"), ">=", 0.0),
+        ("student_t1 mIoU - student_scratch mIoU (distillation at temperature 1)",
+         gain("student_t1", "student_scratch"), ">=", 0.0),
     ]
     return [
         {

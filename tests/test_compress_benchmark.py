@@ -35,7 +35,9 @@ def recipes(bench):
 def test_distillation_ablations_change_only_the_distill_step(recipes):
     student, variants = recipes
     assert variants["student_int8"] == student
-    for name, changed in (("student_scratch", {"alpha": 0.0}), ("student_cwkd", {"class_weighted_kd": True})):
+    ablations = (("student_scratch", {"alpha": 0.0}), ("student_cwkd", {"class_weighted_kd": True}),
+                 ("student_t1", {"temperature": 1.0}))
+    for name, changed in ablations:
         recipe = variants[name]
         assert recipe.name != student.name and recipe.gate == student.gate
         for mine, theirs in zip(recipe.steps, student.steps):
