@@ -64,13 +64,16 @@ def variant_recipes(student: Any, ptq: Any, epochs_scale: float) -> dict[str, An
         "student_int8": student,
     }
     if distill:
-        steps = tuple(dataclasses.replace(s, alpha=0.0) if s.kind == "distill" else s for s in student.steps)
-        recipes["student_scratch"] = dataclasses.replace(student, name=f"{student.name}-scratch", steps=steps)
-        steps = tuple(dataclasses.replace(s, class_weighted_kd=True) if s.kind == "distill" else s for s in student.steps)
-        recipes["student_cwkd"] = dataclasses.replace(student, name=f"{student.name}-cwkd", steps=steps)
-        steps = tuple(dataclasses.replace(s, temperature=1.0) if s.kind == "distill" else s for s in student.steps)
-        recipes["student_t1"] = dataclasses.replace(student, name=f"{student.name}-t1", steps=steps)
+        recipes["student_scratch"] = with_distill(student, "scratch", alpha=0.0)
+        recipes["student_cwkd"] = with_distill(student, "cwkd", class_weighted_kd=True)
+        recipes["student_t1"] = with_distill(student, "t1", temperature=1.0)
     return {name: scale_epochs(recipe, epochs_scale) for name, recipe in recipes.items()}
+
+
+def with_distill(recipe: Any, suffix: str, **changes: Any) -> Any:
+    """``recipe`` named ``<name>-<suffix>`` with ``changes`` applied to its distill steps (an ablation)."""
+    steps = tuple(dataclasses.replace(s, **changes) if s.kind == "distill" else s for s in recipe.steps)
+    return dataclasses.replace(recipe, name=f"{recipe.name}-{suffix}", steps=steps)
 
 
 def scale_epochs(recipe: Any, factor: float) -> Any:

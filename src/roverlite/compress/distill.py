@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from roverlite._tf import keras, tf
-from roverlite.train.losses import build_loss
+from roverlite.train.losses import build_loss, pixel_weights, weighted_mean
 
 __all__ = ["DistillConfig", "Distiller", "bottleneck_feature", "distill", "kd_loss"]
 
@@ -119,27 +119,17 @@ def kd_loss(
     log_p_teacher = tf.nn.log_softmax(teacher, axis=-1)
     log_p_student = tf.nn.log_softmax(student, axis=-1)
     kl = tf.reduce_sum(tf.exp(log_p_teacher) * (log_p_teacher - log_p_student), axis=-1)
-    weights = _pixel_weights(labels, student.shape[-1], ignore_index, class_weights)
-    return temperature**2 * tf.math.divide_no_nan(tf.reduce_sum(kl * weights), tf.reduce_sum(weights))
+    _check_class_weights(class_weights, student.shape[-1])
+    # The pixels the hard losses count, weighted as they weight them (roverlite.train.losses).
+    weights = pixel_weights(labels, student_logits, ignore_index, class_weights)
+    return temperature**2 * weighted_mean(kl, weights)
 
 
-def _pixel_weights(labels, num_classes: int, ignore_index: int | None, class_weights) -> tf.Tensor:
-    # The same rule as roverlite.train.losses: ignored labels and ids outside 0..K-1 do not count.
-    labels = tf.cast(labels, tf.int32)
-    if labels.shape.rank == 4:
-        labels = tf.squeeze(labels, axis=-1)
-    valid = tf.logical_and(labels >= 0, labels < num_classes)
-    if ignore_index is not None:
-        valid = tf.logical_and(valid, labels != ignore_index)
-    mask = tf.cast(valid, tf.float32)
-    if class_weights is None:
-        return mask
-    if len(class_weights) != num_classes:
+def _check_class_weights(class_weights: Sequence[float] | None, num_classes: int) -> None:
+    if class_weights is not None and len(class_weights) != num_classes:
         raise ValueError(
-            f"Expected one class weight per class ({num_classes}). Received: {len(class_weights)} weights."
+            f"Expected one class weight per class ({num_classes}). Received: class_weights={list(class_weights)}."
         )
-    safe = tf.where(valid, labels, tf.zeros_like(labels))
-    return tf.gather(tf.constant(class_weights, tf.float32), safe) * mask
 
 
 def bottleneck_feature(model: keras.Model, layer_name: str | None = None):
@@ -349,8 +339,4 @@ def _check_pair(teacher: keras.Model, student: keras.Model, cfg: DistillConfig) 
             f"Expected the student to predict the teacher's {teacher.output_shape[-1]} classes. "
             f"Received: {student.output_shape[-1]}."
         )
-    if cfg.class_weights is not None and len(cfg.class_weights) != teacher.output_shape[-1]:
-        raise ValueError(
-            f"Expected one class weight per class ({teacher.output_shape[-1]}). "
-            f"Received: class_weights={list(cfg.class_weights)}."
-        )
+    _check_class_weights(cfg.class_weights, int(teacher.output_shape[-1]))

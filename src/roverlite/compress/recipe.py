@@ -104,8 +104,6 @@ class DistillStep:
         object.__setattr__(self, "student_overrides", dict(self.student_overrides))
         _check_count(self.epochs, "distill.epochs", 1)
         _check_rate(self.learning_rate, "distill.learning_rate")
-        if not isinstance(self.class_weighted_kd, bool):
-            raise ConfigError(f"Expected distill.class_weighted_kd to be true or false. Received: {self.class_weighted_kd!r}.")
         from roverlite.compress.distill import DistillConfig
 
         DistillConfig(temperature=self.temperature, alpha=self.alpha, feature_weight=self.feature_weight)

@@ -148,7 +148,7 @@ def run_distill(step: DistillStep, model: keras.Model, ctx: FineTune, index: int
     cfg = DistillConfig(
         temperature=step.temperature, alpha=step.alpha, feature_weight=step.feature_weight,
         ignore_index=ctx.cfg.data.ignore_index,
-        class_weights=tuple(float(w) for w in ctx.class_weights) if step.class_weighted_kd else None,
+        class_weights=ctx.class_weights if step.class_weighted_kd else None,  # DistillConfig makes floats
     )
     learning_rate = ctx.learning_rate("distill", step.learning_rate)
     bar = ctx.bar(f"{index} distill -> {step.student}", step.epochs)

@@ -45,6 +45,8 @@ __all__ = [
     "masked_cross_entropy",
     "masked_dice",
     "masked_focal",
+    "pixel_weights",
+    "weighted_mean",
 ]
 
 WEIGHTING_METHODS = ("none", "inverse", "inverse_sqrt", "median")
@@ -121,16 +123,30 @@ def _pixel_weights(labels, mask, class_weights):
     return w * mask
 
 
-def _weighted_mean(values, weights):
+def pixel_weights(y_true, y_pred, ignore_index: int | None = 255, class_weights: Sequence[float] | None = None):
+    """Each pixel's weight in these losses: 0 where not counted, else 1 or its label's class weight.
+
+    A pixel is not counted when its label is ``ignore_index`` or outside ``0..K-1`` (``K`` =
+    ``y_pred``'s last axis). Other per-pixel losses (e.g. distillation's) use it to count the same
+    pixels the same way.
+    """
+    _, labels, mask = _prepare(y_true, y_pred, ignore_index)
+    return _pixel_weights(labels, mask, class_weights)
+
+
+def weighted_mean(values, weights):
+    """``sum(values * weights) / sum(weights)``; 0 (and a zero gradient) when every weight is 0."""
     # divide_no_nan: an all-ignored batch gives 0 and a zero gradient instead of 0/0 = NaN.
     return tf.math.divide_no_nan(tf.reduce_sum(values * weights), tf.reduce_sum(weights))
+
+
 
 
 def masked_cross_entropy(y_true, y_pred, ignore_index: int | None = 255, class_weights: Sequence[float] | None = None):
     """Softmax cross-entropy, weighted mean over non-ignored pixels (see module docstring)."""
     logits, labels, mask = _prepare(y_true, y_pred, ignore_index)
     nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
-    return _weighted_mean(nll, _pixel_weights(labels, mask, class_weights))
+    return weighted_mean(nll, _pixel_weights(labels, mask, class_weights))
 
 
 def masked_focal(
@@ -149,7 +165,7 @@ def masked_focal(
     log_pt = tf.reduce_sum(log_p * tf.one_hot(labels, tf.shape(logits)[-1]), axis=-1)
     # pow(0, gamma) has an infinite derivative for gamma < 1; the clip keeps the base positive.
     focus = tf.pow(tf.maximum(1.0 - tf.exp(log_pt), 1e-12), gamma)
-    return _weighted_mean(-focus * log_pt, _pixel_weights(labels, mask, class_weights))
+    return weighted_mean(-focus * log_pt, _pixel_weights(labels, mask, class_weights))
 
 
 def masked_dice(y_true, y_pred, ignore_index: int | None = 255, class_weights: Sequence[float] | None = None):
