@@ -10,8 +10,8 @@ and scores each on the full validation split:
     copy_paste      weighted_dice + copy-paste and oversampling of the rare class (the config's)
 
 The arms are short on purpose (two CPU cores): they rank the choices, they are not the teacher.
-Writes ``benchmarks/results/ablation_<dataset>.json`` (per-arm mIoU, per-class IoU, seconds) and
-prints a Markdown table; the command that reproduces it is recorded in the JSON.
+Writes ``benchmarks/results/ablation_<dataset>.json`` after every arm (per-arm mIoU, per-class IoU,
+seconds, load average) and prints a Markdown table; the JSON records the command that reproduces it.
 """
 
 from __future__ import annotations
@@ -88,15 +88,17 @@ def main(argv: list[str] | None = None) -> int:
             "overrides": arms[arm], "miou": summary["miou"], "per_class_iou": summary["per_class_iou"],
             "train_seconds": summary["train_seconds"], "images_per_second": summary["images_per_second"],
             "best_epoch": summary["best_epoch"], "wall_seconds": round(time.perf_counter() - started, 1),
+            "load_average": os.getloadavg(),  # per arm: arms that shared the cores are not comparable in time
         }
-    table = markdown_table(results, list(base.data.eval_classes or base.data.classes))
-    record = {
-        "dataset": name, "config": str(args.config), "model": args.model, "epochs": args.epochs,
-        "arms": results, "table": table, "load_average": os.getloadavg(),
-        "host": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},
-        "command": " ".join(shlex.quote(a) for a in ["python", "benchmarks/ablation.py", *sys.argv[1:]]),
-    }
-    path = atomic_write_json(RESULTS / f"ablation_{name}.json", record)
+        table = markdown_table(results, list(base.data.eval_classes or base.data.classes))
+        record = {
+            "dataset": name, "config": str(args.config), "model": args.model, "epochs": args.epochs,
+            "arms": results, "table": table,
+            "host": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},
+            "command": " ".join(shlex.quote(a) for a in ["python", "benchmarks/ablation.py", *sys.argv[1:]]),
+        }
+        # Written after every arm, so a stopped run keeps the arms it finished.
+        path = atomic_write_json(RESULTS / f"ablation_{name}.json", record)
     print(table)
     print(f"written {path}")
     return 0

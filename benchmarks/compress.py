@@ -182,22 +182,28 @@ def _pick(rows: dict[str, dict], name: str) -> dict | None:
     return rows[(preferred or mine)[0]] if mine else None
 
 
-def previous_variants(path: Path, teacher_run: Path) -> dict[str, dict]:
-    """Variant rows of an earlier results file for the same teacher run (for ``--merge``)."""
+def previous_variants(path: Path, teacher_run: Path, teacher_sha256: str) -> dict[str, dict]:
+    """Variant rows of an earlier results file measured on the same teacher model (for ``--merge``).
+
+    The teacher is identified by its model file's sha256, not by its folder: a teacher retrained into
+    the same folder makes every earlier row incomparable.
+    """
     import json
 
     if not path.exists():
         return {}
     record = json.loads(path.read_text())
-    if record.get("teacher_run") != str(teacher_run):
+    recorded = record.get("teacher_sha256")
+    if recorded != teacher_sha256:
         raise SystemExit(
-            f"--merge: {path} was measured on teacher {record.get('teacher_run')!r}. "
-            f"Expected {str(teacher_run)!r}; drop --merge to start a fresh results file."
+            f"--merge: {path} was measured on teacher {record.get('teacher_run')!r} with model sha256 "
+            f"{recorded or 'not recorded'}. Expected the teacher in {str(teacher_run)!r} (sha256 {teacher_sha256}); "
+            "drop --merge to start a fresh results file."
         )
     return {row["name"]: {**row, "command": row.get("command", record.get("command"))} for row in record["variants"]}
 
 
-def build_record(args, name, recipes, teacher, variants, rare, out, started) -> dict:
+def build_record(args, name, recipes, teacher, teacher_sha256, variants, rare, out, started) -> dict:
     """The results JSON: teacher row, variant rows, targets, host and the reproducing command."""
     keys = ("artifact", "miou", "per_class_iou", "size_bytes", "macs", "params")
     teacher_row = {"name": "teacher", **{k: teacher[k] for k in keys}}
@@ -205,6 +211,7 @@ def build_record(args, name, recipes, teacher, variants, rare, out, started) -> 
     return {
         "dataset": name,
         "teacher_run": str(args.teacher),
+        "teacher_sha256": teacher_sha256,
         "recipes": {k: r.to_dict() for k, r in recipes.items() if k in done},
         "teacher": teacher_row,
         "variants": list(variants.values()),
@@ -244,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
     from roverlite.compress import load_recipe
+    from roverlite.export import model_file_sha256
 
     overrides = [*args.overrides, *([f"data.max_images={args.max_images}"] if args.max_images else [])]
     cfg = load_config(args.teacher / "config.yaml", overrides=overrides)
@@ -254,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     rare = (student.gate.rare_classes or cfg.data.classes[-1:])[0]
 
     path = RESULTS / f"compress_{name}.json"
-    variants = previous_variants(path, args.teacher) if args.merge else {}
+    teacher_sha256 = model_file_sha256(args.teacher)[1]
+    variants = previous_variants(path, args.teacher, teacher_sha256) if args.merge else {}
     started = time.perf_counter()
     teacher = None
     for variant in args.variants:
@@ -266,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         variants = {k: v for k, v in variants.items() if k != variant and not k.startswith(f"{variant}/")}
         variants.update({row["name"]: row for row in rows})
         # Written after every variant, so a long run that is stopped keeps what it measured.
-        record = build_record(args, name, recipes, teacher, variants, rare, out, started)
+        record = build_record(args, name, recipes, teacher, teacher_sha256, variants, rare, out, started)
         atomic_write_json(path, record)
     if teacher is None:
         raise SystemExit("no variant ran: nothing to write")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -84,3 +85,21 @@ def test_targets_compare_variants_and_leave_missing_ones_unjudged(bench):
     cwkd = targets["student_cwkd mIoU - student_scratch mIoU"]
     assert cwkd["value"] == pytest.approx(-0.05) and cwkd["met"] is False
     assert targets["teacher_qat mIoU drop"]["value"] is None and targets["teacher_qat mIoU drop"]["met"] is None
+
+
+def test_merge_keeps_rows_measured_on_the_same_teacher_model(bench, tmp_path):
+    path = tmp_path / "compress_x.json"
+    rows = [{"name": "student_scratch", "miou": 0.5, "command": "python benchmarks/compress.py"}]
+    path.write_text(json.dumps({"teacher_run": "runs/t", "teacher_sha256": "a" * 64, "variants": rows}))
+    assert bench.previous_variants(path, Path("runs/t"), "a" * 64) == {"student_scratch": rows[0]}
+    assert bench.previous_variants(tmp_path / "absent.json", Path("runs/t"), "a" * 64) == {}
+
+
+def test_merge_refuses_a_teacher_retrained_into_the_same_folder(bench, tmp_path):
+    path = tmp_path / "compress_x.json"
+    path.write_text(json.dumps({"teacher_run": "runs/t", "teacher_sha256": "a" * 64, "variants": []}))
+    with pytest.raises(SystemExit, match="sha256 " + "a" * 64):
+        bench.previous_variants(path, Path("runs/t"), "b" * 64)
+    path.write_text(json.dumps({"teacher_run": "runs/t", "variants": []}))  # written before hashes were kept
+    with pytest.raises(SystemExit, match="not recorded"):
+        bench.previous_variants(path, Path("runs/t"), "b" * 64)

@@ -190,3 +190,26 @@ def test_distill_with_alpha_zero_trains_on_labels_without_running_the_teacher():
     with pytest.raises(tf.errors.InvalidArgumentError, match="the teacher was run"):
         distill(_teacher_that_fails_when_run(), student, _toy_data(), _toy_data().take(1),
                 DistillConfig(alpha=0.5), epochs=1, optimizer=keras.optimizers.Adam(1e-2), steps_per_epoch=2)
+
+
+def _first_epoch_losses(jit_compile: bool) -> dict[str, float]:
+    keras.utils.set_random_seed(0)
+    teacher = create_model("unet_tiny", input_shape=SHAPE, num_classes=2, base_width=8)
+    student = create_model("unet_tiny", input_shape=SHAPE, num_classes=2, base_width=2)
+    logs = _LastLogs()
+    cfg = DistillConfig(temperature=2.0, alpha=0.5, feature_weight=0.1, class_weights=(1.0, 3.0))
+    distill(teacher, student, _toy_data(), None, cfg, epochs=1, optimizer=keras.optimizers.Adam(1e-2),
+            steps_per_epoch=2, callbacks=[logs], jit_compile=jit_compile)
+    return logs.logs
+
+
+class _LastLogs(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        self.logs = {k: float(v) for k, v in (logs or {}).items()}
+
+
+def test_distill_under_xla_computes_the_same_losses_as_the_plain_train_step():
+    plain, xla = _first_epoch_losses(False), _first_epoch_losses(True)
+    assert set(plain) == set(xla) >= {"loss", "hard_loss", "kd_loss"}
+    for key in plain:
+        assert xla[key] == pytest.approx(plain[key], rel=1e-3, abs=1e-5), key

@@ -280,6 +280,7 @@ def distill(
     hard_loss: keras.losses.Loss | None = None,
     steps_per_epoch: int | None = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
+    jit_compile: bool = False,
 ) -> keras.Model:
     """Train ``student`` to match ``teacher`` on ``train_ds``; returns the trained student.
 
@@ -297,6 +298,8 @@ def distill(
             keep class weights.
         steps_per_epoch: batches per epoch (``None`` = the whole dataset).
         callbacks: extra Keras callbacks (they see the distiller's logs).
+        jit_compile: compile the train step (teacher forward, student forward and backward) with
+            XLA, as ``train.jit_compile`` does for training.
 
     Returns:
         ``student``, trained.
@@ -312,7 +315,7 @@ def distill(
     was_trainable = teacher.trainable
     try:
         distiller = Distiller(teacher, student, cfg, hard_loss)
-        distiller.compile(optimizer=optimizer)
+        distiller.compile(optimizer=optimizer, jit_compile=bool(jit_compile))
         history = distiller.fit(
             train_ds,
             epochs=int(epochs),

@@ -155,7 +155,7 @@ def run_distill(step: DistillStep, model: keras.Model, ctx: FineTune, index: int
     distill(
         model, student, ctx.dataset(index), None, cfg, step.epochs,
         optimizer=ctx.optimizer(learning_rate, step.epochs, ctx.cfg.train.warmup_epochs),
-        hard_loss=ctx.loss(), steps_per_epoch=ctx.steps, callbacks=[bar],
+        hard_loss=ctx.loss(), steps_per_epoch=ctx.steps, callbacks=[bar], jit_compile=ctx.cfg.train.jit_compile,
     )
     details = {"teacher": model.name, "student": step.student, "learning_rate": learning_rate}
     return student, {**details, "last_epoch": bar.last_logs}
@@ -196,7 +196,7 @@ def run_structured(
     if step.epochs:
         learning_rate = ctx.learning_rate("structured", step.learning_rate)
         bar = ctx.bar(f"{index} structured x{report.mac_reduction:.1f}", step.epochs)
-        thin.compile(optimizer=ctx.optimizer(learning_rate, step.epochs), loss=ctx.loss())
+        thin.compile(optimizer=ctx.optimizer(learning_rate, step.epochs), loss=ctx.loss(), jit_compile=ctx.cfg.train.jit_compile)
         thin.fit(ctx.dataset(index), epochs=step.epochs, steps_per_epoch=ctx.steps, callbacks=[bar], verbose=0)
         details.update(learning_rate=learning_rate, last_epoch=bar.last_logs)
     return thin, details
