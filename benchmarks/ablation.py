@@ -79,7 +79,13 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError(f"Expected arms from {sorted(arms)}. Received: {unknown}.")
     out = args.out or Path("runs") / "bench" / f"ablation_{name}"
     common = [f"model.name={args.model}", f"train.epochs={args.epochs}", "train.patience=null", *args.overrides]
-    results: dict[str, dict] = {}
+    record = {
+        "dataset": name, "config": str(args.config), "model": args.model, "epochs": args.epochs,
+        "arms": {}, "table": "",
+        "host": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},
+        "command": " ".join(shlex.quote(a) for a in ["python", "benchmarks/ablation.py", *sys.argv[1:]]),
+    }
+    results = record["arms"]
     for arm in args.arms or list(arms):
         cfg = load_config(args.config, overrides=[*common, *arms[arm]])
         started = time.perf_counter()
@@ -90,13 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             "best_epoch": summary["best_epoch"], "wall_seconds": round(time.perf_counter() - started, 1),
             "load_average": os.getloadavg(),  # per arm: arms that shared the cores are not comparable in time
         }
-        table = markdown_table(results, list(base.data.eval_classes or base.data.classes))
-        record = {
-            "dataset": name, "config": str(args.config), "model": args.model, "epochs": args.epochs,
-            "arms": results, "table": table,
-            "host": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},
-            "command": " ".join(shlex.quote(a) for a in ["python", "benchmarks/ablation.py", *sys.argv[1:]]),
-        }
+        table = record["table"] = markdown_table(results, list(base.data.eval_classes or base.data.classes))
         # Written after every arm, so a stopped run keeps the arms it finished.
         path = atomic_write_json(RESULTS / f"ablation_{name}.json", record)
     print(table)

@@ -104,13 +104,15 @@ def _toy_data() -> tf.data.Dataset:
     return tf.data.Dataset.from_tensor_slices((images, masks)).batch(8).repeat()
 
 
-class _EpochLosses(keras.callbacks.Callback):
+class _EpochLogs(keras.callbacks.Callback):
+    """Every epoch's logs, as floats."""
+
     def __init__(self):
         super().__init__()
-        self.losses: list[float] = []
+        self.epochs: list[dict[str, float]] = []
 
     def on_epoch_end(self, epoch, logs=None):
-        self.losses.append(float(logs["loss"]))
+        self.epochs.append({k: float(v) for k, v in (logs or {}).items()})
 
 
 @pytest.fixture(scope="module")
@@ -120,13 +122,13 @@ def distilled():
     student = create_model("unet_tiny", input_shape=SHAPE, num_classes=2, base_width=2)
     teacher_before = [w.copy() for w in teacher.get_weights()]
     student_before = [w.copy() for w in student.get_weights()]
-    record = _EpochLosses()
+    record = _EpochLogs()
     cfg = DistillConfig(temperature=2.0, alpha=0.5, feature_weight=0.1)
     out = distill(
         teacher, student, _toy_data(), _toy_data().take(1), cfg, epochs=4,
         optimizer=keras.optimizers.Adam(1e-2), steps_per_epoch=2, callbacks=[record],
     )
-    return teacher, teacher_before, student, student_before, out, record.losses
+    return teacher, teacher_before, student, student_before, out, [e["loss"] for e in record.epochs]
 
 
 def test_distill_leaves_teacher_bit_identical(distilled):
@@ -169,23 +171,15 @@ def _teacher_that_fails_when_run() -> keras.Model:
     return keras.Model(inputs, logits, name="tripwire_teacher")
 
 
-class _LogKeys(keras.callbacks.Callback):
-    def __init__(self):
-        super().__init__()
-        self.keys: set[str] = set()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.keys |= set(logs or {})
-
-
 def test_distill_with_alpha_zero_trains_on_labels_without_running_the_teacher():
     keras.utils.set_random_seed(0)
     student = create_model("unet_tiny", input_shape=SHAPE, num_classes=2, base_width=2)
-    keys = _LogKeys()
+    logs = _EpochLogs()
     distill(_teacher_that_fails_when_run(), student, _toy_data(), _toy_data().take(1),
             DistillConfig(alpha=0.0), epochs=1, optimizer=keras.optimizers.Adam(1e-2), steps_per_epoch=2,
-            callbacks=[keys])
-    assert "kd_loss" not in keys.keys and {"loss", "hard_loss", "val_hard_loss"} <= keys.keys
+            callbacks=[logs])
+    keys = set().union(*logs.epochs)
+    assert "kd_loss" not in keys and {"loss", "hard_loss", "val_hard_loss"} <= keys
     # The tripwire is real: with a soft term the same teacher stops training.
     with pytest.raises(tf.errors.InvalidArgumentError, match="the teacher was run"):
         distill(_teacher_that_fails_when_run(), student, _toy_data(), _toy_data().take(1),
@@ -196,16 +190,11 @@ def _first_epoch_losses(jit_compile: bool) -> dict[str, float]:
     keras.utils.set_random_seed(0)
     teacher = create_model("unet_tiny", input_shape=SHAPE, num_classes=2, base_width=8)
     student = create_model("unet_tiny", input_shape=SHAPE, num_classes=2, base_width=2)
-    logs = _LastLogs()
+    logs = _EpochLogs()
     cfg = DistillConfig(temperature=2.0, alpha=0.5, feature_weight=0.1, class_weights=(1.0, 3.0))
     distill(teacher, student, _toy_data(), None, cfg, epochs=1, optimizer=keras.optimizers.Adam(1e-2),
             steps_per_epoch=2, callbacks=[logs], jit_compile=jit_compile)
-    return logs.logs
-
-
-class _LastLogs(keras.callbacks.Callback):
-    def on_epoch_end(self, epoch, logs=None):
-        self.logs = {k: float(v) for k, v in (logs or {}).items()}
+    return logs.epochs[-1]
 
 
 def test_distill_under_xla_computes_the_same_losses_as_the_plain_train_step():

@@ -140,8 +140,6 @@ def weighted_mean(values, weights):
     return tf.math.divide_no_nan(tf.reduce_sum(values * weights), tf.reduce_sum(weights))
 
 
-
-
 def masked_cross_entropy(y_true, y_pred, ignore_index: int | None = 255, class_weights: Sequence[float] | None = None):
     """Softmax cross-entropy, weighted mean over non-ignored pixels (see module docstring)."""
     logits, labels, mask = _prepare(y_true, y_pred, ignore_index)
