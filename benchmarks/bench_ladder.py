@@ -3,8 +3,9 @@
     python benchmarks/bench_ladder.py                       # 2 threads, 200 runs in 4 rounds
     python benchmarks/bench_ladder.py --threads 1 --runs 400
 
-Exports ``unet_teacher`` (float32 and, for context, int8) and the student ladder ``unet_s``,
-``unet_xs``, ``unet_xxs``, ``unet_micro`` (int8) as TFLite at 128x128x1 -> 4 classes, batch 1.
+Exports the teacher (``--teacher``, default ``unet_teacher``; ``unet_s`` is the teacher of
+configs/mars.yaml) in float32 and, for context, int8, and the student ladder ``unet_s``, ``unet_xs``,
+``unet_xxs``, ``unet_nano`` plus ``unet_micro`` (int8) as TFLite at 128x128x1 -> 4 classes, batch 1.
 The models are untrained: latency does not depend on the weights' values (int8 self-checks of
 untrained models are expected to fail and are only recorded). Every artifact is benchmarked in
 the same process with the same thread count, the timed runs interleaved in rounds so that load
@@ -33,21 +34,22 @@ TARGET_RATIO = 1 / 15
 CALIBRATION_IMAGES = 8
 
 
-def export_ladder(out_dir: Path) -> list[dict]:
+def export_ladder(out_dir: Path, teacher: str = TEACHER) -> list[dict]:
     """Export the teacher (float32 + int8) and students (int8); one dict per artifact."""
     from roverlite.compress.search import export_untrained
     from roverlite.config import DataConfig
     from roverlite.train.models import STUDENT_LADDER
 
     data_cfg = DataConfig(image_size=SIZE, mean=(0.5,), std=(0.25,))
-    students = (*STUDENT_LADDER, "unet_micro")  # the MCU model too, for context
-    plan = [(TEACHER, ["tflite", "tflite_int8"])] + [(name, ["tflite_int8"]) for name in students]
+    students = [name for name in (*STUDENT_LADDER, "unet_micro") if name != teacher]  # the MCU model too, for context
+    plan = [(teacher, ["tflite", "tflite_int8"])] + [(name, ["tflite_int8"]) for name in students]
     return export_untrained(plan, out_dir, data_cfg, calibration_count=CALIBRATION_IMAGES,
                             source="benchmarks/bench_ladder.py")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--teacher", default=TEACHER, help=f"the float reference model (default {TEACHER})")
     parser.add_argument("--threads", type=int, default=2, help="runtime threads for every model (default 2)")
     parser.add_argument("--runs", type=int, default=200, help="timed runs per model, over all rounds (default 200)")
     parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds (default 4)")
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     host_before = host_info()
     with tempfile.TemporaryDirectory(prefix="bench_ladder_") as tmp:
         folder = args.keep or Path(tmp)
-        exported = export_ladder(folder)
+        exported = export_ladder(folder, args.teacher)
         paths = [e["artifact"] for e in exported]
         results = bench_many(paths, threads=args.threads, runs=args.runs, warmup=args.warmup, rounds=args.rounds)
     print(format_bench_table(results))
@@ -91,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                 row["peak_fraction"] = round(row["gmac_per_s"] / best, 4) if best else None
         models.append(row)
 
-    teacher = next((m for m in models if m["model"] == TEACHER and m["format"] == "tflite" and m["status"] == "ok"), None)
+    teacher = next((m for m in models if m["model"] == args.teacher and m["format"] == "tflite" and m["status"] == "ok"), None)
     ratios = []
     for m in models:
         if teacher is None or m["status"] != "ok" or m["format"] != "tflite_int8":
@@ -105,11 +107,11 @@ def main(argv: list[str] | None = None) -> int:
         })
     document = {
         "command": "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(sys.argv[1:] if argv is None else argv)]),
-        "settings": {"threads": args.threads, "runs": args.runs, "rounds": args.rounds, "warmup": args.warmup,
+        "settings": {"teacher": args.teacher, "threads": args.threads, "runs": args.runs, "rounds": args.rounds, "warmup": args.warmup,
                      "input": [1, *SIZE, 1], "classes": 4, "trained": False},
         "target": {"ratio_max": round(TARGET_RATIO, 6), "rule": "student int8 p50 <= teacher float p50 / 15"},
         "ratios": ratios,
-        "students_meeting_target": [r["model"] for r in ratios if r["target_met"] and r["model"] != TEACHER],
+        "students_meeting_target": [r["model"] for r in ratios if r["target_met"] and r["model"] != args.teacher],
         "models": models,
         "peak": None if peak is None else peak.to_dict(),
         "host": {**host_after, "load_avg_before": host_before["load_avg"], "load_avg_after": host_after["load_avg"]},

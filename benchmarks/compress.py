@@ -10,11 +10,13 @@ teacher's validation split:
     teacher          the teacher as float TFLite: the reference
     teacher_ptq      configs/recipes/teacher_ptq.yaml (post-training int8)
     teacher_qat      qat -> int8 TFLite
-    structured       structured filter pruning (keep 0.7 of the filters: ~2x fewer MACs) + fine-tune -> float TFLite
+    structured       structured filter pruning (keep 0.7 of the filters: ~2x fewer MACs) + fine-tune
+                     (--structured-epochs, default 2) -> float TFLite
     student_int8     --recipe (default configs/recipes/student_int8.yaml: distill -> qat -> int8)
     student_scratch  the same recipe with distill alpha 0 (labels only): the distillation ablation
     student_cwkd     the same recipe with class_weighted_kd: the soft term weighted like the hard loss
     student_t1       the same recipe with distill temperature 1 (soft targets as sharp as the teacher's)
+    student_nano     student_t1 with the student swapped for unet_nano (stride-2 stem: the latency rung)
 
 Writes ``benchmarks/results/compress_<dataset>.json`` with ``teacher``, ``variants`` (each
 ``{"name", "artifact", "miou", "per_class_iou", "size_bytes", "macs", "params"}``), the targets and
@@ -43,13 +45,14 @@ from roverlite.io import atomic_write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RECIPES = Path(__file__).resolve().parents[1] / "configs" / "recipes"
-VARIANTS = ("teacher_ptq", "teacher_qat", "structured", "student_int8", "student_scratch", "student_cwkd", "student_t1")
+VARIANTS = ("teacher_ptq", "teacher_qat", "structured", "student_int8", "student_scratch", "student_cwkd", "student_t1",
+            "student_nano")
 
 
 # === Variants ===
 
 
-def variant_recipes(student: Any, ptq: Any, epochs_scale: float) -> dict[str, Any]:
+def variant_recipes(student: Any, ptq: Any, epochs_scale: float, structured_epochs: int = 2) -> dict[str, Any]:
     """The recipe of every variant, epochs scaled; the student recipe's gate floors apply to all."""
     from roverlite.compress.recipe import ExportStep, QatStep, Recipe, StructuredStep
 
@@ -60,13 +63,15 @@ def variant_recipes(student: Any, ptq: Any, epochs_scale: float) -> dict[str, An
         "teacher_ptq": dataclasses.replace(ptq, gate=dataclasses.replace(ptq.gate, rare_classes=gate.rare_classes)),
         "teacher_qat": Recipe("teacher-qat", (QatStep(epochs=2), ExportStep(("tflite_int8",))), gate),
         # MACs scale with the square of the kept fraction: 0.7 keeps ~49 %, the 2x the target asks for.
-        "structured": Recipe("structured", (StructuredStep(keep_ratio=0.7, epochs=2), ExportStep(("tflite",))), gate),
+        "structured": Recipe("structured", (StructuredStep(keep_ratio=0.7, epochs=structured_epochs),
+                                            ExportStep(("tflite",))), gate),
         "student_int8": student,
     }
     if distill:
         recipes["student_scratch"] = with_distill(student, "scratch", alpha=0.0)
         recipes["student_cwkd"] = with_distill(student, "cwkd", class_weighted_kd=True)
         recipes["student_t1"] = with_distill(student, "t1", temperature=1.0)
+        recipes["student_nano"] = with_distill(student, "nano", temperature=1.0, student="unet_nano", student_overrides={})
     return {name: scale_epochs(recipe, epochs_scale) for name, recipe in recipes.items()}
 
 
@@ -104,6 +109,7 @@ def run_variant(
         rows.append({
             "name": name if len(artifacts) == 1 else f"{name}/{artifact['format']}",
             "recipe": recipe.name,
+            "recipe_spec": recipe.to_dict(),
             "artifact": artifact["artifact"],
             "format": artifact["format"],
             "miou": artifact["miou"],
@@ -147,7 +153,9 @@ def check_targets(teacher: dict, variants: dict[str, dict], rare: str) -> list[d
 
     def gain(a, b):
         va, vb = variants.get(a), variants.get(b)
-        return None if va is None or vb is None else va["miou"] - vb["miou"]
+        if va is None or vb is None or _student(va) != _student(vb):
+            return None  # an ablation compares one student with itself (--merge can mix recipes)
+        return va["miou"] - vb["miou"]
 
     rows = [
         ("student_int8 mIoU / teacher mIoU", ratio("student_int8", "miou"), ">=", 0.97),
@@ -172,6 +180,17 @@ def check_targets(teacher: dict, variants: dict[str, dict], rare: str) -> list[d
         }
         for what, value, op, limit in rows
     ]
+
+
+def _student(row: dict) -> str | None:
+    """The distilled student of the recipe a row was measured with, overrides included (JSON), if known."""
+    import json
+
+    for step in (row.get("recipe_spec") or {}).get("steps", []):
+        if "distill" in step:
+            distill = step["distill"]
+            return json.dumps([distill.get("student"), distill.get("student_overrides") or {}], sort_keys=True)
+    return None
 
 
 def _pick(rows: dict[str, dict], name: str) -> dict | None:
@@ -200,19 +219,31 @@ def previous_variants(path: Path, teacher_run: Path, teacher_sha256: str) -> dic
             f"{recorded or 'not recorded'}. Expected the teacher in {str(teacher_run)!r} (sha256 {teacher_sha256}); "
             "drop --merge to start a fresh results file."
         )
-    return {row["name"]: {**row, "command": row.get("command", record.get("command"))} for row in record["variants"]}
+    # Rows written before recipes were kept per row take theirs from that file's recipe table.
+    recipes = record.get("recipes", {})
+    return {
+        row["name"]: {
+            **row,
+            "command": row.get("command", record.get("command")),
+            "recipe_spec": row.get("recipe_spec", recipes.get(row["name"].split("/")[0])),
+        }
+        for row in record["variants"]
+    }
 
 
-def build_record(args, name, recipes, teacher, teacher_sha256, variants, rare, out, started) -> dict:
-    """The results JSON: teacher row, variant rows, targets, host and the reproducing command."""
+def build_record(args, name, teacher, teacher_sha256, variants, rare, out, started) -> dict:
+    """The results JSON: teacher row, variant rows, targets, host and the reproducing command.
+
+    ``recipes`` maps each variant to the recipe its row was measured with (with ``--merge``, rows
+    of an earlier run keep that run's recipe even when ``--recipe`` has changed since).
+    """
     keys = ("artifact", "miou", "per_class_iou", "size_bytes", "macs", "params")
     teacher_row = {"name": "teacher", **{k: teacher[k] for k in keys}}
-    done = {row["name"].split("/")[0] for row in variants.values()}
     return {
         "dataset": name,
         "teacher_run": str(args.teacher),
         "teacher_sha256": teacher_sha256,
-        "recipes": {k: r.to_dict() for k, r in recipes.items() if k in done},
+        "recipes": {row["name"].split("/")[0]: row.get("recipe_spec") for row in variants.values()},
         "teacher": teacher_row,
         "variants": list(variants.values()),
         "targets": check_targets(teacher_row, variants, rare),
@@ -239,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override the teacher's config, e.g. --set train.batch_size=8")
+    parser.add_argument("--structured-epochs", type=int, default=2, help="fine-tuning epochs after structured pruning")
     parser.add_argument("--max-images", type=int, help="cap images per split (smoke tests)")
     parser.add_argument("--epochs-scale", type=float, default=1.0, help="multiply every step's epochs (smoke tests)")
     parser.add_argument("--out", type=Path, help="work folder (default: runs/bench/compress_<dataset>)")
@@ -258,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     name = dataset_name(cfg.data.path)
     out = args.out or Path("runs") / "bench" / f"compress_{name}"
     student = load_recipe(args.recipe)
-    recipes = variant_recipes(student, load_recipe(args.ptq_recipe), args.epochs_scale)
+    recipes = variant_recipes(student, load_recipe(args.ptq_recipe), args.epochs_scale, args.structured_epochs)
     rare = (student.gate.rare_classes or cfg.data.classes[-1:])[0]
 
     path = RESULTS / f"compress_{name}.json"
@@ -275,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         variants = {k: v for k, v in variants.items() if k != variant and not k.startswith(f"{variant}/")}
         variants.update({row["name"]: row for row in rows})
         # Written after every variant, so a long run that is stopped keeps what it measured.
-        record = build_record(args, name, recipes, teacher, teacher_sha256, variants, rare, out, started)
+        record = build_record(args, name, teacher, teacher_sha256, variants, rare, out, started)
         atomic_write_json(path, record)
     if teacher is None:
         raise SystemExit("no variant ran: nothing to write")

@@ -34,6 +34,38 @@ from roverlite.config import load_config
 from roverlite.io import atomic_write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
+STUDENT_LATENCY_RATIO = 1 / 15  # issue 6: student int8 TFLite p50 <= teacher float TFLite p50 / 15
+
+
+def check_targets(variants: list[dict]) -> list[dict]:
+    """Issue 6's targets on the report's rows, both from this one run (same threads, same load).
+
+    * the fastest int8 row of the compress stage (every row not of kind ``teacher ...``: with the
+      student recipes that is the student) by LiteRT p50, over the float teacher's LiteRT p50
+      (``None`` when either was not timed);
+    * every row timed on several runtimes: the recommended runtime's p50 is the smallest.
+    """
+    def litert_p50(row: dict) -> float | None:
+        return ((row.get("latency_ms") or {}).get("litert") or {}).get("p50")
+
+    teacher = next((r for r in variants if r.get("kind") == "teacher float" and litert_p50(r)), None)
+    students = [r for r in variants if not str(r.get("kind", "")).startswith("teacher")
+                and r.get("precision") == "int8" and litert_p50(r)]
+    fastest = min(students, key=litert_p50, default=None)
+    ratio = None if teacher is None or fastest is None else litert_p50(fastest) / litert_p50(teacher)
+    slower = []
+    for row in variants:
+        timed = {rt: v["p50"] for rt, v in (row.get("latency_ms") or {}).items() if v and v.get("p50")}
+        chosen = row.get("recommended_runtime")
+        if len(timed) > 1 and chosen in timed and timed[chosen] > min(timed.values()):
+            slower.append(row["name"])
+    return [
+        {"target": "student int8 p50 / teacher float p50 (LiteRT)", "value": ratio,
+         "student": None if fastest is None else fastest["name"], "limit": f"<= {STUDENT_LATENCY_RATIO:.4f}",
+         "met": None if ratio is None else ratio <= STUDENT_LATENCY_RATIO},
+        {"target": "rows whose recommended runtime is slower than another runtime", "value": len(slower),
+         "rows": slower, "limit": "<= 0", "met": not slower},
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         "dataset": name,
         "config": str(args.config),
         **report,
+        "targets": check_targets(report["variants"]),
         "stage_seconds": {k: v.get("seconds") for k, v in stages.items()},
         "teacher_adopted_from": stages.get("teacher", {}).get("adopted_from"),
         "compress_adopted_from": stages.get("compress", {}).get("adopted_from"),
@@ -79,8 +112,11 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join(shlex.quote(a) for a in ["python", "benchmarks/pipeline.py", *sys.argv[1:]]),
     }
     path = atomic_write_json(RESULTS / f"pipeline_{name}.json", record)
+    for row in record["targets"]:
+        status = "not measured" if row["met"] is None else "met" if row["met"] else "NOT met"
+        print(f"{row['target']}: {row['value']} ({row['limit']}) -> {status}")
     print(f"written {path}")
-    return 0
+    return 0 if all(r["met"] is not False for r in record["targets"]) else 1
 
 
 if __name__ == "__main__":

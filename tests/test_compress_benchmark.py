@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -28,7 +30,12 @@ def bench():
 
 @pytest.fixture(scope="module")
 def recipes(bench):
-    student = load_recipe(ROOT / "configs" / "recipes" / "mars_student_int8.yaml")
+    # A student recipe at T = 4 whose student has overrides (the ablations must change only what they name).
+    student = load_recipe(ROOT / "configs" / "recipes" / "student_int8.yaml")
+    steps = tuple(dataclasses.replace(s, student_overrides={"convs_per_block": 2}) if s.kind == "distill" else s
+                  for s in student.steps)
+    student = dataclasses.replace(student, steps=steps)
+    assert [s.temperature for s in student.steps if s.kind == "distill"] == [4.0]
     ptq = load_recipe(ROOT / "configs" / "recipes" / "teacher_ptq.yaml")
     return student, bench.variant_recipes(student, ptq, 1.0)
 
@@ -50,9 +57,19 @@ def test_distillation_ablations_change_only_the_distill_step(recipes):
             assert mine.student == theirs.student and mine.epochs == theirs.epochs
 
 
-def test_teacher_ptq_keeps_its_floors_but_takes_the_student_recipes_rare_classes(bench):
-    import dataclasses
+def test_the_nano_variant_is_the_temperature_one_recipe_with_only_the_student_swapped(recipes):
+    _, variants = recipes
+    nano, t1 = variants["student_nano"], variants["student_t1"]
+    assert nano.name.endswith("-nano") and nano.gate == t1.gate
+    for mine, theirs in zip(nano.steps, t1.steps):
+        if theirs.kind == "distill":
+            assert (mine.student, dict(mine.student_overrides)) == ("unet_nano", {})
+            assert theirs.student_overrides  # the recipe overrides its student; nano must not inherit that
+            mine = dataclasses.replace(mine, student=theirs.student, student_overrides=theirs.student_overrides)
+        assert mine == theirs
 
+
+def test_teacher_ptq_keeps_its_floors_but_takes_the_student_recipes_rare_classes(bench):
     student = load_recipe(ROOT / "configs" / "recipes" / "cropweed_student_int8.yaml")
     ptq = load_recipe(ROOT / "configs" / "recipes" / "teacher_ptq.yaml")
     got = bench.variant_recipes(student, ptq, 1.0)["teacher_ptq"]
@@ -89,10 +106,25 @@ def test_targets_compare_variants_and_leave_missing_ones_unjudged(bench):
 
 def test_merge_keeps_rows_measured_on_the_same_teacher_model(bench, tmp_path):
     path = tmp_path / "compress_x.json"
-    rows = [{"name": "student_scratch", "miou": 0.5, "command": "python benchmarks/compress.py"}]
+    rows = [{"name": "student_scratch", "miou": 0.5, "command": "python benchmarks/compress.py", "recipe_spec": {"x": 1}}]
     path.write_text(json.dumps({"teacher_run": "runs/t", "teacher_sha256": "a" * 64, "variants": rows}))
     assert bench.previous_variants(path, Path("runs/t"), "a" * 64) == {"student_scratch": rows[0]}
     assert bench.previous_variants(tmp_path / "absent.json", Path("runs/t"), "a" * 64) == {}
+
+
+def test_merged_rows_keep_the_recipe_they_were_measured_with(bench, tmp_path):
+    # A file from before recipes were kept per row: its recipe table names the old student.
+    old = {"name": "mars-student-int8-t1", "steps": [{"distill": {"student": "unet_xxs"}}]}
+    path = tmp_path / "compress_x.json"
+    path.write_text(json.dumps({"teacher_run": "runs/t", "teacher_sha256": "a" * 64, "recipes": {"student_t1": old},
+                                "variants": [{"name": "student_t1", "miou": 0.57}]}))
+    merged = bench.previous_variants(path, Path("runs/t"), "a" * 64)
+    assert merged["student_t1"]["recipe_spec"] == old
+    new_row = {"name": "student_int8", "miou": 0.6, "per_class_iou": {"rock": 0.3}, "recipe_spec": {"name": "new"}}
+    teacher = {"artifact": "t.tflite", "miou": 0.7, "per_class_iou": {"rock": 0.4}, "size_bytes": 1, "macs": 1, "params": 1}
+    args = SimpleNamespace(teacher=Path("runs/t"), max_images=None, epochs_scale=1.0)
+    record = bench.build_record(args, "x", teacher, "a" * 64, {**merged, "student_int8": new_row}, "rock", tmp_path, 0.0)
+    assert record["recipes"] == {"student_t1": old, "student_int8": {"name": "new"}}
 
 
 def test_merge_refuses_a_teacher_retrained_into_the_same_folder(bench, tmp_path):
@@ -103,3 +135,25 @@ def test_merge_refuses_a_teacher_retrained_into_the_same_folder(bench, tmp_path)
     path.write_text(json.dumps({"teacher_run": "runs/t", "variants": []}))  # written before hashes were kept
     with pytest.raises(SystemExit, match="not recorded"):
         bench.previous_variants(path, Path("runs/t"), "b" * 64)
+
+
+def test_structured_fine_tuning_epochs_are_set_by_the_caller(bench, recipes):
+    student, _ = recipes
+    ptq = load_recipe(ROOT / "configs" / "recipes" / "teacher_ptq.yaml")
+    for epochs in (2, 6):
+        structured = bench.variant_recipes(student, ptq, 1.0, structured_epochs=epochs)["structured"]
+        assert [(s.kind, getattr(s, "epochs", None)) for s in structured.steps][0] == ("structured", epochs)
+
+
+def test_an_ablation_of_two_different_students_is_left_unjudged(bench):
+    def row(miou, student, overrides=None):
+        spec = {"steps": [{"distill": {"student": student, "student_overrides": overrides or {}}}]}
+        return {"miou": miou, "per_class_iou": {"rock": 0.3}, "size_bytes": 10, "macs": 1, "recipe_spec": spec}
+
+    teacher = {"miou": 0.8, "per_class_iou": {"rock": 0.4}, "size_bytes": 4000, "macs": 200}
+    variants = {"student_int8": row(0.60, "unet_nano"), "student_scratch": row(0.59, "unet_nano"),
+                "student_t1": row(0.57, "unet_xxs", {"convs_per_block": 2})}  # merged from a run on another recipe
+    targets = {t["target"].split(" (")[0]: t for t in bench.check_targets(teacher, variants, "rock")}
+    assert targets["student_int8 mIoU - student_scratch mIoU"]["value"] == pytest.approx(0.01)
+    assert targets["student_t1 mIoU - student_scratch mIoU"]["value"] is None
+    assert targets["student_t1 mIoU - student_scratch mIoU"]["met"] is None

@@ -11,7 +11,7 @@ import tensorflow_model_optimization as tfmot
 
 # isort: on
 from roverlite.train.macs import count_macs, format_cost_table
-from roverlite.train.models import build_unet, create_model, list_models, model_args
+from roverlite.train.models import STUDENT_LADDER, build_unet, create_model, list_models, model_args
 
 PRESETS = list_models()
 # The ops TFLite-Micro implements that a micro U-Net may use (see NOTES.md).
@@ -22,14 +22,15 @@ MICRO_ARENA_BYTES = 288 * 1024
 
 
 def _smallest_side(name: str) -> int:
-    return 2 ** model_args(name)["depth"]
+    args = model_args(name)
+    return 2 ** args["depth"] * args.get("stem_stride", 1)
 
 
 # === Registry and factory ===
 
 
 def test_registry_has_the_ladder_and_test_models():
-    expected = {"unet_teacher", "unet_s", "unet_xs", "unet_xxs", "unet_micro", "unet_tiny", "unet_tiny_nearest"}
+    expected = {"unet_teacher", "unet_s", "unet_xs", "unet_xxs", "unet_nano", "unet_micro", "unet_tiny", "unet_tiny_nearest"}
     assert expected <= set(PRESETS)
     assert list_models("unet_x*") == ["unet_xs", "unet_xxs"]
 
@@ -60,6 +61,32 @@ def test_input_not_divisible_by_two_to_the_depth_is_refused():
     assert str(err.value) == (
         "Expected height and width divisible by 2**depth=16. Received: input_shape=(100, 128, 1)."
     )
+
+
+def test_stem_stride_two_runs_the_unet_at_half_resolution_and_returns_full_size_logits():
+    for decoder, head in (("transpose", "Conv2DTranspose"), ("nearest", "UpSampling2D")):
+        model = build_unet((32, 48, 1), 3, depth=2, base_width=4, stem_stride=2, decoder=decoder)
+        assert model.output_shape == (None, 32, 48, 3)
+        assert type(model.layers[-1]).__name__ == head
+        inner = model.layers[1:-1]  # everything between the input and the output layer
+        assert max(layer.output_shape[1] for layer in inner) == 16
+        assert model.get_layer("stem_conv").strides == (2, 2)
+        assert model.get_layer("logits").dtype == "float32"
+    # The stem adds one conv and halves every other layer's positions.
+    plain = count_macs(build_unet((32, 32, 1), 3, depth=2, base_width=4))
+    halved = count_macs(build_unet((32, 32, 1), 3, depth=2, base_width=4, stem_stride=2))
+    assert halved.macs < plain.macs / 2
+
+
+def test_stem_stride_counts_in_the_divisibility_check_and_only_one_or_two_is_accepted():
+    with pytest.raises(ValueError) as err:
+        build_unet((36, 32, 1), 3, depth=2, stem_stride=2)
+    assert str(err.value) == (
+        "Expected height and width divisible by stem_stride * 2**depth=8. Received: input_shape=(36, 32, 1)."
+    )
+    for bad in (0, 3, True):
+        with pytest.raises(ValueError, match=rf"Expected stem_stride 1 or 2\. Received: stem_stride={bad}"):
+            build_unet((32, 32, 1), 3, depth=2, stem_stride=bad)
 
 
 def test_unknown_model_name_lists_closest_names():
@@ -169,10 +196,10 @@ def test_plain_unet_costs_reproduce_the_notes_table():
 
 
 def test_macs_ladder_strictly_decreases():
-    names = ["unet_teacher", "unet_s", "unet_xs", "unet_xxs"]
+    names = ["unet_teacher", *STUDENT_LADDER]
     costs = [count_macs(create_model(n, input_shape=(128, 128, 1), num_classes=4)) for n in names]
     macs = [c.macs for c in costs]
-    assert macs == sorted(macs, reverse=True) and len(set(macs)) == 4
+    assert macs == sorted(macs, reverse=True) and len(set(macs)) == len(names)
     table = format_cost_table(costs[1], top=3)
     assert "unet_s" in table and "total" in table and "more layers" in table
 

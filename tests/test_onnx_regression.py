@@ -16,7 +16,7 @@ from roverlite.train.models import create_model
 
 SIZE = 64
 ATOL = 1e-4
-PRESETS = ["unet_xxs", "unet_micro", "unet_xs", "unet_s", pytest.param("unet_teacher", marks=pytest.mark.slow)]
+PRESETS = ["unet_xxs", "unet_nano", "unet_micro", "unet_xs", "unet_s", pytest.param("unet_teacher", marks=pytest.mark.slow)]
 # Op types each decoder must produce (and BatchNormalization must not: it is folded).
 DECODER_OPS = {"transpose": "ConvTranspose", "nearest": "Resize"}
 

@@ -425,7 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--bench-runs", type=int, default=50, help="timed runs per artifact and runtime (default 50)")
     pl.add_argument("--threads", type=int, help="runtime threads for benchmarks (default: the runtime's choice)")
     pl.add_argument("--latency-budget-ms", type=float, metavar="MS",
-                    help="distil the largest student (unet_s, unet_xs, unet_xxs) whose int8 p50 is <= MS; "
+                    help="distil the largest student (unet_s, unet_xs, unet_xxs, unet_nano) whose int8 p50 is <= MS; "
                          "needs --target or --latency-table; none fast enough = exit 1 before training")
     pl.add_argument("--target", help="where to time the students for the budget: 'this' machine")
     pl.add_argument("--latency-table", type=Path, metavar="JSON",

@@ -299,9 +299,14 @@ class TrainConfig:
     strategy: str = "auto"
     mixed_precision: str = "auto"
     jit_compile: bool = False
+    ema_decay: float | None = None
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, f"train.epochs must be >= 1. Received: {self.epochs}.")
+        _require(
+            self.ema_decay is None or (not isinstance(self.ema_decay, bool) and 0 < self.ema_decay < 1),
+            f"train.ema_decay must be in (0, 1), such as 0.99, or null. Received: {self.ema_decay!r}.",
+        )
         _require(self.batch_size >= 1, f"train.batch_size must be >= 1. Received: {self.batch_size}.")
         for key in ("learning_rate", "weight_decay", "warmup_epochs", "focal_gamma"):
             value = getattr(self, key)

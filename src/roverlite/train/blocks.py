@@ -51,6 +51,7 @@ def conv_norm_act(
     name: str,
     *,
     kernel_size: int = 3,
+    strides: int = 1,
     dilation: int = 1,
     norm: str = "batch",
     act: str | None = "relu",
@@ -59,6 +60,7 @@ def conv_norm_act(
     x = layers.Conv2D(
         filters,
         kernel_size,
+        strides=strides,
         padding="same",
         dilation_rate=dilation,
         use_bias=norm == "none",

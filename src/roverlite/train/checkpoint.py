@@ -56,13 +56,13 @@ class TrainState:
         )
 
 
-def save_checkpoint(folder: Path, model, optimizer, state: TrainState) -> Path:
-    """Write model + optimiser + state as ``folder/last``, replacing the old one atomically."""
+def save_checkpoint(folder: Path, model, optimizer, state: TrainState, **tracked: Any) -> Path:
+    """Write model + optimiser (+ ``tracked`` objects, e.g. a weight EMA) + state as ``folder/last``, atomically."""
     folder.mkdir(parents=True, exist_ok=True)
     _finish_interrupted_swap(folder)
     tmp = Path(tempfile.mkdtemp(dir=folder, prefix=".tmp-"))
     try:
-        tf.train.Checkpoint(model=model, optimizer=optimizer).write(str(tmp / "ckpt"))
+        tf.train.Checkpoint(model=model, optimizer=optimizer, **tracked).write(str(tmp / "ckpt"))
         (tmp / "state.json").write_text(json.dumps(state.to_dict(), indent=1))
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
@@ -104,10 +104,10 @@ def find_checkpoint(folder: Path) -> Path | None:
     return None
 
 
-def load_checkpoint(path: Path, model, optimizer) -> TrainState:
-    """Restore model and optimiser tensors from ``path`` and return its state."""
+def load_checkpoint(path: Path, model, optimizer, **tracked: Any) -> TrainState:
+    """Restore model, optimiser (and ``tracked``) tensors from ``path`` and return its state."""
     state = TrainState.from_dict(json.loads((path / "state.json").read_text()))
-    status = tf.train.Checkpoint(model=model, optimizer=optimizer).read(str(path / "ckpt"))
+    status = tf.train.Checkpoint(model=model, optimizer=optimizer, **tracked).read(str(path / "ckpt"))
     # Optimiser slots are created on the first step; restoration of those is deferred until then.
     status.assert_existing_objects_matched()
     return state

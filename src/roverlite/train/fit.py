@@ -10,6 +10,7 @@ Each epoch is one ``model.fit`` call over a dataset shuffled and augmented with 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -186,11 +187,13 @@ def train(
     steps = int(epoch_dataset(0).cardinality())  # counts oversampled images, unlike len(images)
     with strategy.scope():
         model, optimizer = _build(cfg, steps, class_weights)
+    ema = _weight_ema(cfg, model, strategy)
+    tracked = {} if ema is None else {"ema": ema}
 
     state = TrainState()
     found = find_checkpoint(ckpt_dir) if resume else None
     if found is not None:
-        state = load_checkpoint(found, model, optimizer)
+        state = load_checkpoint(found, model, optimizer, **tracked)
         log.info("resuming after epoch %d (best val mIoU %.4f at epoch %d)", state.epoch, state.best_miou, state.best_epoch)
         if role.is_chief:
             _write_metrics(run_dir, state.history)
@@ -219,11 +222,18 @@ def train(
         t0 = time.perf_counter()
         # A repeated dataset with a fixed step count: every worker of a multi-worker run then
         # takes the same number of steps, whatever share of the last batch its shard holds.
-        hist = model.fit(dataset.repeat(), steps_per_epoch=steps, epochs=1, verbose=0, callbacks=[bar])
+        callbacks = [bar] if ema is None else [bar, ema.callback()]
+        hist = model.fit(dataset.repeat(), steps_per_epoch=steps, epochs=1, verbose=0, callbacks=callbacks)
         epoch_seconds = time.perf_counter() - t0
         fit_seconds += epoch_seconds
         images_seen += bar.images_seen(cfg.train.batch_size)
-        val = evaluate_arrays(model, val_arrays.images, val_arrays.masks, cfg.data, cfg.train.batch_size)
+        # With train.ema_decay, validation and the best model file use the averaged weights.
+        with contextlib.nullcontext() if ema is None else ema.applied(model):
+            val = evaluate_arrays(model, val_arrays.images, val_arrays.masks, cfg.data, cfg.train.batch_size)
+            miou = val["miou"] if val["miou"] is not None else float("-inf")
+            improved = miou > state.best_miou
+            if improved:
+                save_model_file(model, model_path)
         bar.close(val["miou"])
 
         row = {
@@ -237,16 +247,14 @@ def train(
         }
         state.history.append(row)
         state.epoch = epoch + 1
-        miou = val["miou"] if val["miou"] is not None else float("-inf")
-        if miou > state.best_miou:
+        if improved:
             state.best_miou, state.best_epoch, state.epochs_without_improvement = miou, epoch + 1, 0
-            save_model_file(model, model_path)
         else:
             state.epochs_without_improvement += 1
         state.train_seconds = time.perf_counter() - started
         # Checkpoint first, then the metrics file: a kill between them is repaired on resume,
         # because metrics.jsonl is rewritten from the checkpoint's history.
-        save_checkpoint(ckpt_dir, model, optimizer, state)
+        save_checkpoint(ckpt_dir, model, optimizer, state, **tracked)
         if role.is_chief:
             _write_metrics(run_dir, state.history)
 
@@ -254,6 +262,20 @@ def train(
     if role.is_chief:
         summary = _finish_run(run_dir, cfg, state, val_arrays, model_path, images_seen, fit_seconds)
     return TrainResult(run_dir, model_path, state.best_miou, state.best_epoch, state.epoch, summary)
+
+
+def _weight_ema(cfg: Config, model, strategy):
+    """The weight average of ``train.ema_decay`` (None when unset); single-replica runs only."""
+    if cfg.train.ema_decay is None:
+        return None
+    if strategy.num_replicas_in_sync > 1:
+        raise ValueError(
+            "train.ema_decay averages the weights of one replica. Expected train.strategy none (or auto on "
+            f"one device). Received: {strategy.num_replicas_in_sync} replicas with strategy {cfg.train.strategy!r}."
+        )
+    from roverlite.train.ema import WeightEMA
+
+    return WeightEMA(model, cfg.train.ema_decay)
 
 
 def _finish_run(run_dir, cfg, state, val_arrays, model_path, images_seen, fit_seconds) -> dict[str, Any]:

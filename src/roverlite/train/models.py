@@ -36,7 +36,7 @@ _MODELS: dict[str, PresetFn] = {}
 # The distillation students, largest first: the latency-budget search
 # (roverlite.compress.search) takes the first one fast enough. unet_micro is left out: it is the
 # MCU model (a different decoder and depth), not a rung of this size ladder.
-STUDENT_LADDER: tuple[str, ...] = ("unet_s", "unet_xs", "unet_xxs")
+STUDENT_LADDER: tuple[str, ...] = ("unet_s", "unet_xs", "unet_xxs", "unet_nano")
 
 # Widths double per level up to 16x the base: deeper levels work at 1/256 of the pixels or
 # fewer, and further doubling would add parameters much faster than accuracy.
@@ -62,6 +62,7 @@ def build_unet(
     aspp_rates: Sequence[int] = (2, 4),
     convs_per_block: int = 2,
     dropout: float = 0.0,
+    stem_stride: int = 1,
     batch_size: int | None = None,
     name: str = "unet",
 ) -> keras.Model:
@@ -86,6 +87,11 @@ def build_unet(
         aspp_rates: dilation rates of the ASPP 3x3 branches.
         convs_per_block: 3x3 convolutions per encoder and decoder block.
         dropout: SpatialDropout2D rate after the bottleneck (0 = none).
+        stem_stride: 1, or 2 for a stride-2 3x3 stem conv: the whole U-Net then runs at half
+            the input resolution and the logits are upsampled 2x at the end (a 2x2 stride-2
+            Conv2DTranspose for the transpose decoder, nearest UpSampling2D for the nearest one).
+            No layer works at full resolution, which is where a small model spends most of
+            its latency (memory traffic of thin, large tensors, not MACs).
         batch_size: fixed batch size of the input (``None`` = any; 1 for TFLite-Micro export).
         name: model name.
 
@@ -94,14 +100,17 @@ def build_unet(
         float32, also under a mixed-precision policy.
 
     Raises:
-        ValueError: for an invalid argument or an input size not divisible by ``2**depth``.
+        ValueError: for an invalid argument or an input size not divisible by
+            ``stem_stride * 2**depth``.
     """
     widths = _level_widths(depth, base_width, width_multipliers)
-    _check_args(input_shape, num_classes, depth, norm, activation, decoder, convs_per_block, dropout, aspp_rates)
+    _check_args(input_shape, num_classes, depth, norm, activation, decoder, convs_per_block, dropout, aspp_rates, stem_stride)
     block = {"convs": int(convs_per_block), "norm": norm, "act": activation, "residual": residual, "se": squeeze_excite}
 
     inputs = keras.Input(shape=tuple(int(s) for s in input_shape), batch_size=batch_size, name="image")
     x, skips = inputs, []
+    if stem_stride == 2:
+        x = blocks.conv_norm_act(x, widths[0], "stem", strides=2, norm=norm, act=activation)
     for level in range(depth):
         x = blocks.conv_block(x, widths[level], f"enc{level}", **block)
         skips.append(x)
@@ -119,7 +128,14 @@ def build_unet(
         x = keras.layers.Concatenate(name=f"dec{level}_concat")([x, skip])
         x = blocks.conv_block(x, widths[level], f"dec{level}", **block)
     # float32 so logits (and the loss computed from them) stay float32 under mixed precision.
-    outputs = keras.layers.Conv2D(num_classes, 1, dtype="float32", name="logits")(x)
+    # The output conv is always named "logits": pruning skips it by that name.
+    if stem_stride == 1:
+        outputs = keras.layers.Conv2D(num_classes, 1, dtype="float32", name="logits")(x)
+    elif decoder == "transpose":
+        outputs = keras.layers.Conv2DTranspose(num_classes, 2, strides=2, dtype="float32", name="logits")(x)
+    else:
+        x = keras.layers.Conv2D(num_classes, 1, dtype="float32", name="logits")(x)
+        outputs = keras.layers.UpSampling2D(2, interpolation="nearest", dtype="float32", name="logits_nearest")(x)
     return keras.Model(inputs, outputs, name=name)
 
 
@@ -138,7 +154,7 @@ def _level_widths(depth: int, base_width: int, multipliers: Sequence[float] | No
     return [max(1, round(base_width * m)) for m in multipliers]
 
 
-def _check_args(input_shape, num_classes, depth, norm, activation, decoder, convs, dropout, rates) -> None:
+def _check_args(input_shape, num_classes, depth, norm, activation, decoder, convs, dropout, rates, stem_stride) -> None:
     for value, options, key in (
         (norm, blocks.NORMS, "norm"),
         (activation, blocks.ACTIVATIONS, "activation"),
@@ -148,10 +164,13 @@ def _check_args(input_shape, num_classes, depth, norm, activation, decoder, conv
             raise ValueError(f"Expected {key} in {options}. Received: {key}={value!r}." + did_you_mean(value, options))
     if len(input_shape) != 3:
         raise ValueError(f"Expected input_shape=(height, width, channels). Received: input_shape={input_shape}.")
+    if isinstance(stem_stride, bool) or stem_stride not in (1, 2):
+        raise ValueError(f"Expected stem_stride 1 or 2. Received: stem_stride={stem_stride!r}.")
     shape = tuple(int(s) for s in input_shape)
-    factor = 2**depth
+    factor = 2**depth * stem_stride
+    what = f"stem_stride * 2**depth={factor}" if stem_stride > 1 else f"2**depth={factor}"
     if shape[0] % factor or shape[1] % factor or min(shape) < 1:
-        raise ValueError(f"Expected height and width divisible by 2**depth={factor}. Received: input_shape={shape}.")
+        raise ValueError(f"Expected height and width divisible by {what}. Received: input_shape={shape}.")
     if int(num_classes) < 1:
         raise ValueError(f"Expected num_classes >= 1. Received: num_classes={num_classes}.")
     if int(convs) < 1:
@@ -238,7 +257,8 @@ def create_model(
 # === Presets ===
 # Costs at 128x128x1 -> 4 classes (count_macs; the tests check the ladder and the NOTES rows):
 #   unet_teacher 4.57 M params 1.789 GMAC | unet_s 1.95 M 0.754 | unet_xs 0.49 M 0.189
-#   unet_xxs 0.061 M 0.027 | unet_micro 0.029 M 0.036 (int8 TFLite-Micro arena ~264 KiB)
+#   unet_xxs 0.061 M 0.027 | unet_nano 0.061 M 0.022 | unet_micro 0.029 M 0.036 (int8 TFLite-Micro
+#   arena ~264 KiB)
 
 
 @register_model
@@ -271,6 +291,20 @@ def unet_xs() -> dict[str, Any]:
 def unet_xxs() -> dict[str, Any]:
     """Student XXS: width 4 with one conv per block; MAC-tiny, per-op overhead dominates."""
     return {"depth": 4, "base_width": 4, "convs_per_block": 1}
+
+
+@register_model
+def unet_nano() -> dict[str, Any]:
+    """Student nano: a stride-2 stem, then a depth-3 width-8 U-Net at half resolution.
+
+    For latency budgets the full-resolution students cannot meet: on a CPU a thin U-Net's time
+    goes to its full-resolution layers (large, thin tensors: memory traffic and per-op overhead),
+    not to its MACs. Here nothing but the stem's input and the 2x2 transposed-conv logits is at
+    full resolution. On AI4Mars (128x128x1, distilled from unet_s at T = 1, int8) it scored 0.608
+    mIoU against 0.576 for ``unet_xxs`` with two convs per block, at about a third of its int8
+    latency (benchmarks/results/compress_ai4mars.json, bench_ladder_unet_s.json).
+    """
+    return {"depth": 3, "base_width": 8, "convs_per_block": 1, "stem_stride": 2}
 
 
 @register_model
