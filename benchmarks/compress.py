@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import os
 import platform
@@ -184,8 +185,6 @@ def check_targets(teacher: dict, variants: dict[str, dict], rare: str) -> list[d
 
 def _student(row: dict) -> str | None:
     """The distilled student of the recipe a row was measured with, overrides included (JSON), if known."""
-    import json
-
     for step in (row.get("recipe_spec") or {}).get("steps", []):
         if "distill" in step:
             distill = step["distill"]
@@ -207,8 +206,6 @@ def previous_variants(path: Path, teacher_run: Path, teacher_sha256: str) -> dic
     The teacher is identified by its model file's sha256, not by its folder: a teacher retrained into
     the same folder makes every earlier row incomparable.
     """
-    import json
-
     if not path.exists():
         return {}
     record = json.loads(path.read_text())
