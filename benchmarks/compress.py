@@ -17,6 +17,13 @@ teacher's validation split:
     student_cwkd     the same recipe with class_weighted_kd: the soft term weighted like the hard loss
     student_t1       the same recipe with distill temperature 1 (soft targets as sharp as the teacher's)
     student_nano     student_t1 with the student swapped for unet_nano (stride-2 stem: the latency rung)
+    student_nokd     for a pruned student (the recipe's first step is ``structured`` with ``alpha`` > 0):
+                     the same recipe fine-tuning the pruned teacher on labels alone (alpha 0)
+
+When the student recipe is a pruned one, ``student_scratch`` trains the pruned architecture (the
+teacher's model with the thin widths) from random weights on labels alone, as a ``distill`` step
+with ``alpha`` 0 and the structured step's epochs; the distill ablations (cwkd, t1, nano) do not
+apply to it.
 
 Writes ``benchmarks/results/compress_<dataset>.json`` with ``teacher``, ``variants`` (each
 ``{"name", "artifact", "miou", "per_class_iou", "size_bytes", "macs", "params"}``), the targets and
@@ -47,15 +54,21 @@ from roverlite.io import atomic_write_json
 RESULTS = Path(__file__).resolve().parent / "results"
 RECIPES = Path(__file__).resolve().parents[1] / "configs" / "recipes"
 VARIANTS = ("teacher_ptq", "teacher_qat", "structured", "student_int8", "student_scratch", "student_cwkd", "student_t1",
-            "student_nano")
+            "student_nano", "student_nokd")
 
 
 # === Variants ===
 
 
-def variant_recipes(student: Any, ptq: Any, epochs_scale: float, structured_epochs: int = 2) -> dict[str, Any]:
-    """The recipe of every variant, epochs scaled; the student recipe's gate floors apply to all."""
-    from roverlite.compress.recipe import ExportStep, QatStep, Recipe, StructuredStep
+def variant_recipes(
+    student: Any, ptq: Any, epochs_scale: float, structured_epochs: int = 2, pruned_student: tuple | None = None
+) -> dict[str, Any]:
+    """The recipe of every variant, epochs scaled; the student recipe's gate floors apply to all.
+
+    ``pruned_student`` is ``(model name, overrides)`` of the architecture a pruned student recipe
+    ends with (see :func:`pruned_architecture`); it is needed for that recipe's scratch ablation.
+    """
+    from roverlite.compress.recipe import DistillStep, ExportStep, QatStep, Recipe, StructuredStep
 
     gate = student.gate
     distill = [s for s in student.steps if s.kind == "distill"]
@@ -73,7 +86,35 @@ def variant_recipes(student: Any, ptq: Any, epochs_scale: float, structured_epoc
         recipes["student_cwkd"] = with_distill(student, "cwkd", class_weighted_kd=True)
         recipes["student_t1"] = with_distill(student, "t1", temperature=1.0)
         recipes["student_nano"] = with_distill(student, "nano", temperature=1.0, student="unet_nano", student_overrides={})
+    elif pruning_step(student) is not None:
+        step = pruning_step(student)
+        recipes["student_nokd"] = with_first_step(student, "nokd", dataclasses.replace(step, alpha=0.0))
+        if pruned_student is not None:
+            name, overrides = pruned_student
+            scratch = DistillStep(student=name, student_overrides=overrides, epochs=step.epochs, alpha=0.0,
+                                  temperature=step.temperature)
+            recipes["student_scratch"] = with_first_step(student, "scratch", scratch)
     return {name: scale_epochs(recipe, epochs_scale) for name, recipe in recipes.items()}
+
+
+def pruning_step(recipe: Any) -> Any | None:
+    """The recipe's first step when it is a structured step that distils (a pruned student), else None."""
+    first = recipe.steps[0] if recipe.steps else None
+    return first if first is not None and first.kind == "structured" and first.alpha > 0 else None
+
+
+def pruned_architecture(teacher_dir: Path, cfg: Any, step: Any) -> tuple[str, dict]:
+    """``(model name, overrides)`` that ``create_model`` builds into the thin model ``step`` makes of the teacher."""
+    from roverlite.compress.structured import structured_prune
+    from roverlite.train.evaluate import load_keras_model
+
+    _, report = structured_prune(load_keras_model(teacher_dir), step.keep_ratio, step.criterion)
+    return cfg.model.name, {**dict(cfg.model.overrides), **report.unet_overrides()}
+
+
+def with_first_step(recipe: Any, suffix: str, step: Any) -> Any:
+    """``recipe`` named ``<name>-<suffix>`` with its first step replaced by ``step`` (an ablation)."""
+    return dataclasses.replace(recipe, name=f"{recipe.name}-{suffix}", steps=(step, *recipe.steps[1:]))
 
 
 def with_distill(recipe: Any, suffix: str, **changes: Any) -> Any:
@@ -173,6 +214,8 @@ def check_targets(teacher: dict, variants: dict[str, dict], rare: str) -> list[d
          gain("student_cwkd", "student_scratch"), ">=", 0.0),
         ("student_t1 mIoU - student_scratch mIoU (distillation at temperature 1)",
          gain("student_t1", "student_scratch"), ">=", 0.0),
+        ("student_int8 mIoU - student_nokd mIoU (distillation while fine-tuning the pruned teacher)",
+         gain("student_int8", "student_nokd"), ">=", 0.0),
     ]
     return [
         {
@@ -184,7 +227,10 @@ def check_targets(teacher: dict, variants: dict[str, dict], rare: str) -> list[d
 
 
 def _student(row: dict) -> str | None:
-    """The distilled student of the recipe a row was measured with, overrides included (JSON), if known."""
+    """The student a row was measured with: its architecture's cost (parameters and MACs) when the row
+    has them, else the distilled student of its recipe, overrides included (JSON), if known."""
+    if row.get("params") is not None and row.get("macs") is not None:
+        return json.dumps([row["params"], row["macs"]])
     for step in (row.get("recipe_spec") or {}).get("steps", []):
         if "distill" in step:
             distill = step["distill"]
@@ -287,7 +333,10 @@ def main(argv: list[str] | None = None) -> int:
     name = dataset_name(cfg.data.path)
     out = args.out or Path("runs") / "bench" / f"compress_{name}"
     student = load_recipe(args.recipe)
-    recipes = variant_recipes(student, load_recipe(args.ptq_recipe), args.epochs_scale, args.structured_epochs)
+    pruned = pruning_step(student)
+    pruned_student = pruned_architecture(args.teacher, cfg, pruned) if pruned is not None else None
+    recipes = variant_recipes(student, load_recipe(args.ptq_recipe), args.epochs_scale, args.structured_epochs,
+                              pruned_student)
     rare = (student.gate.rare_classes or cfg.data.classes[-1:])[0]
 
     path = RESULTS / f"compress_{name}.json"
@@ -297,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     teacher = None
     for variant in args.variants:
         if variant not in recipes:
-            print(f"{variant}: skipped (the student recipe has no distill step)")
+            print(f"{variant}: skipped (it does not apply to the student recipe {student.name!r})")
             continue
         rows, teacher = run_variant(variant, recipes[variant], args.teacher, cfg, out, not args.quiet)
         rows = [{**row, "command": command_line()} for row in rows]  # kept per row: --merge mixes runs

@@ -2,8 +2,8 @@
 
     python benchmarks/pipeline.py --config configs/mars.yaml
     python benchmarks/pipeline.py --config configs/mars.yaml --teacher runs/bench/teacher_ai4mars   # reuse a teacher
-    python benchmarks/pipeline.py --teacher runs/bench/teacher_ai4mars \
-        --compressed runs/bench/compress_ai4mars/student_int8                                         # and a student
+    roverlite compress runs/bench/teacher_ai4mars --recipe configs/recipes/mars_nano_int8.yaml --out runs/bench/mars_nano
+    python benchmarks/pipeline.py --teacher runs/bench/teacher_ai4mars --compressed runs/bench/mars_nano   # and a student
 
 Writes ``benchmarks/results/pipeline_<dataset>.json``: the pipeline's ``report/summary.json`` (one
 row per variant with mIoU, per-class IoU, size, MACs and p50 latency per runtime, every accuracy

@@ -157,3 +157,56 @@ def test_an_ablation_of_two_different_students_is_left_unjudged(bench):
     assert targets["student_int8 mIoU - student_scratch mIoU"]["value"] == pytest.approx(0.01)
     assert targets["student_t1 mIoU - student_scratch mIoU"]["value"] is None
     assert targets["student_t1 mIoU - student_scratch mIoU"]["met"] is None
+
+
+def test_a_pruned_student_gets_a_labels_only_and_a_from_scratch_ablation(bench):
+    student = load_recipe(ROOT / "configs" / "recipes" / "mars_student_int8.yaml")
+    first = student.steps[0]
+    assert first.kind == "structured" and first.alpha > 0 and bench.pruning_step(student) == first
+    ptq = load_recipe(ROOT / "configs" / "recipes" / "teacher_ptq.yaml")
+    thin = ("unet_s", {"base_width": 5, "width_multipliers": [1.0, 2.0, 3.8, 7.6, 15.4]})
+    variants = bench.variant_recipes(student, ptq, 1.0, pruned_student=thin)
+    assert not {"student_cwkd", "student_t1", "student_nano"} & set(variants)  # distill ablations do not apply
+    nokd, scratch = variants["student_nokd"], variants["student_scratch"]
+    assert nokd.steps[0] == dataclasses.replace(first, alpha=0.0) and nokd.steps[1:] == student.steps[1:]
+    step = scratch.steps[0]
+    assert (step.kind, step.student, step.student_overrides) == ("distill", *thin)
+    assert (step.alpha, step.epochs) == (0.0, first.epochs) and scratch.steps[1:] == student.steps[1:]
+    assert "student_scratch" not in bench.variant_recipes(student, ptq, 1.0)  # architecture unknown: no scratch row
+    assert bench.pruning_step(load_recipe(ROOT / "configs" / "recipes" / "student_int8.yaml")) is None
+
+
+def test_the_scratch_architecture_of_a_pruned_student_is_the_pruned_model(bench, tmp_path):
+    from roverlite.compress.recipe import StructuredStep
+    from roverlite.compress.structured import structured_prune
+    from roverlite.config import load_config
+    from roverlite.train.modelfile import save_model_file
+    from roverlite.train.models import create_model
+
+    model = create_model("unet_tiny", input_shape=(32, 32, 1), num_classes=4)
+    save_model_file(model, tmp_path / "model.h5")
+    cfg = load_config(None, overrides=["model.name=unet_tiny"])
+    step = StructuredStep(keep_ratio=0.5, epochs=1, alpha=0.5)
+    name, overrides = bench.pruned_architecture(tmp_path, cfg, step)
+    thin, _ = structured_prune(model, 0.5)
+    rebuilt = create_model(name, input_shape=(32, 32, 1), num_classes=4, **overrides)
+    assert [layer.output_shape for layer in rebuilt.layers] == [layer.output_shape for layer in thin.layers]
+    assert rebuilt.count_params() == thin.count_params() < model.count_params()
+
+
+def test_an_ablation_is_judged_when_both_rows_have_the_same_architecture_cost(bench):
+    teacher = {"miou": 0.8, "per_class_iou": {"rock": 0.4}, "size_bytes": 4000, "macs": 200, "params": 50}
+
+    def row(miou, params, spec):
+        return {"miou": miou, "per_class_iou": {"rock": 0.3}, "size_bytes": 10, "macs": 20, "params": params,
+                "recipe_spec": spec}
+
+    pruned = {"steps": [{"structured": {"keep_ratio": 0.3, "alpha": 0.5}}]}
+    scratch = {"steps": [{"distill": {"student": "unet_s", "alpha": 0.0}}]}
+    variants = {"student_int8": row(0.70, 5, pruned), "student_scratch": row(0.60, 5, scratch),
+                "student_nokd": row(0.72, 5, pruned), "student_t1": row(0.5, 6, scratch)}
+    targets = {t["target"].split(" (")[0]: t for t in bench.check_targets(teacher, variants, "rock")}
+    assert targets["student_int8 mIoU - student_scratch mIoU"]["value"] == pytest.approx(0.10)
+    nokd = targets["student_int8 mIoU - student_nokd mIoU"]
+    assert nokd["value"] == pytest.approx(-0.02) and nokd["met"] is False
+    assert targets["student_t1 mIoU - student_scratch mIoU"]["value"] is None  # 6 vs 5 parameters

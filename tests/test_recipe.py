@@ -66,6 +66,9 @@ def test_every_step_kind_round_trips_with_non_default_values(tmp_path):
         ({"name": "r", "steps": [{"prune": {"target_sparsity": 1.5}}]}, "steps\\[0\\].prune: Expected target_sparsity"),
         ({"name": "r", "steps": [{"structured": {"keep_ratio": 0}}]}, "keep_ratio in \\(0, 1\\]"),
         ({"name": "r", "steps": [{"structured": {"criterion": "l2"}}]}, 'Did you mean "l1"'),
+        ({"name": "r", "steps": [{"structured": {"alpha": 1.5}}]}, "Expected alpha in \\[0, 1\\]"),
+        ({"name": "r", "steps": [{"structured": {"alpha": 0.5, "epochs": 0}}]}, "Expected structured.epochs >= 1 with it"),
+        ({"name": "r", "steps": [{"structured": {"alpha": 0.5, "temperature": 0}}]}, "Expected temperature > 0"),
         ({"name": "r", "steps": [{"distill": {"epochs": 2}}]}, "distill.student is required"),
         ({"name": "r", "steps": [{"distill": {"student": "unet_xs", "class_weighted_kd": "yes"}}]},
          "Expected true or false for steps\\[0\\].distill.class_weighted_kd"),
@@ -197,6 +200,40 @@ def test_distill_qat_export_saves_every_step_with_artifact_sidecar_and_gate(teac
         gate = json.loads((step.dir / "gate.json").read_text())
         assert gate["passed"] and "QAT" in gate["artifacts"][0]["qdebug"]["skipped"]
     assert result.final_artifacts[0]["miou"] == saved["steps"][2]["artifacts"][0]["miou"]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_structured_with_alpha_distils_the_thin_model_from_the_unpruned_one(teacher_run, tmp_path, monkeypatch):
+    import roverlite.compress.steps as steps
+    from roverlite.io import sha256_file
+    from roverlite.train.modelfile import load_model_file
+
+    calls = []
+    real_distill = steps.distill
+
+    def spy(teacher, student, *args, **kwargs):
+        calls.append((teacher.count_params(), student.count_params(), args[2]))
+        return real_distill(teacher, student, *args, **kwargs)
+
+    monkeypatch.setattr(steps, "distill", spy)
+    before = sha256_file(teacher_run / "model.h5")
+    recipe = _recipe({"structured": {"keep_ratio": 0.5, "epochs": 1, "alpha": 0.7, "temperature": 2.0}},
+                     {"export": {"formats": ["tflite"]}}, gate=LOOSE_GATE)
+    with eager():
+        result = run_recipe(teacher_run, recipe, tmp_path / "out", progress=False)
+    teacher = load_model_file(teacher_run / "model.h5")
+    ((teacher_params, student_params, cfg),) = calls
+    assert teacher_params == teacher.count_params() and student_params < teacher_params
+    assert (cfg.alpha, cfg.temperature) == (0.7, 2.0)
+    details = result.steps[0].details
+    assert details["distilled_from"] == teacher.name and set(details["last_epoch"]) >= {"kd_loss", "hard_loss"}
+    assert sha256_file(teacher_run / "model.h5") == before
+    # Labels only (the default) does not run the teacher.
+    calls.clear()
+    with eager():
+        run_recipe(teacher_run, _recipe({"structured": {"keep_ratio": 0.5, "epochs": 1}}, gate=LOOSE_GATE),
+                   tmp_path / "plain", progress=False)
+    assert calls == []
 
 
 class _Stop(Exception):

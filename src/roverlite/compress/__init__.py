@@ -6,7 +6,8 @@ validated config where there are settings:
 * :mod:`~roverlite.compress.prune`: TFMOT magnitude pruning (element-wise zeros; smaller only
   once compressed, see :func:`zipped_size`).
 * :mod:`~roverlite.compress.structured`: filter (channel) pruning that rebuilds a thinner dense
-  U-Net, the one way here to cut MACs of a trained model.
+  U-Net, the one way here to cut MACs of a trained model (a recipe's ``structured`` step can
+  fine-tune the thin model by distilling from the unpruned one).
 * :mod:`~roverlite.compress.qat`: TFMOT quantization-aware training, optionally keeping a pruned
   model's zeros.
 * :mod:`~roverlite.compress.distill`: knowledge distillation from a teacher into any preset.

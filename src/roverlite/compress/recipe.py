@@ -154,6 +154,10 @@ class StructuredStep:
         epochs: fine-tuning epochs (0 = none).
         learning_rate: peak rate (default: half of ``train.learning_rate``: the thinner model
             re-learns more than a pruned or QAT one, see ``steps.DEFAULT_LR_FRACTION``).
+        alpha: weight of a distillation term while fine-tuning, in ``[0, 1]``: the thin model
+            learns from the unpruned one (the step's input, frozen) as a distilled student does,
+            with ``1 - alpha`` on the labels. 0 (default): labels only.
+        temperature: softmax temperature of that term (as in ``distill``).
     """
 
     kind: ClassVar[str] = "structured"
@@ -162,6 +166,8 @@ class StructuredStep:
     criterion: str = "l1"
     epochs: int = 2
     learning_rate: float | None = None
+    alpha: float = 0.0
+    temperature: float = 1.0
 
     def __post_init__(self) -> None:
         from roverlite.compress.structured import CRITERIA
@@ -174,6 +180,14 @@ class StructuredStep:
             )
         _check_count(self.epochs, "structured.epochs", 0)
         _check_rate(self.learning_rate, "structured.learning_rate")
+        from roverlite.compress.distill import DistillConfig
+
+        DistillConfig(temperature=self.temperature, alpha=self.alpha)
+        if self.alpha > 0 and not self.epochs:
+            raise ConfigError(
+                "structured.alpha > 0 distills while fine-tuning. Expected structured.epochs >= 1 with it. "
+                f"Received: alpha={self.alpha}, epochs={self.epochs}."
+            )
 
 
 @dataclass(frozen=True)

@@ -189,16 +189,30 @@ def run_prune(step: PruneStep, model: keras.Model, ctx: FineTune, index: int) ->
 def run_structured(
     step: StructuredStep, model: keras.Model, ctx: FineTune, index: int
 ) -> tuple[keras.Model, dict[str, Any]]:
-    """Remove filters per U-Net level, then fine-tune the thinner model (``epochs`` may be 0)."""
+    """Remove filters per U-Net level, then fine-tune the thinner model (``epochs`` may be 0).
+
+    With ``step.alpha > 0`` the fine-tuning is a distillation from ``model`` (the unpruned input,
+    frozen): prune, then distill, the thin model starting from the teacher's own filters.
+    """
     thin, report = structured_prune(model, step.keep_ratio, step.criterion)
     details: dict[str, Any] = {**report.to_dict(), "unet_overrides": report.unet_overrides()}
     details.pop("filters")
-    if step.epochs:
-        learning_rate = ctx.learning_rate("structured", step.learning_rate)
-        bar = ctx.bar(f"{index} structured x{report.mac_reduction:.1f}", step.epochs)
-        thin.compile(optimizer=ctx.optimizer(learning_rate, step.epochs), loss=ctx.loss(), jit_compile=ctx.cfg.train.jit_compile)
+    if not step.epochs:
+        return thin, details
+    learning_rate = ctx.learning_rate("structured", step.learning_rate)
+    optimizer = ctx.optimizer(learning_rate, step.epochs)
+    bar = ctx.bar(f"{index} structured x{report.mac_reduction:.1f}", step.epochs)
+    if step.alpha > 0:
+        cfg = DistillConfig(temperature=step.temperature, alpha=step.alpha, ignore_index=ctx.cfg.data.ignore_index)
+        distill(
+            model, thin, ctx.dataset(index), None, cfg, step.epochs, optimizer=optimizer, hard_loss=ctx.loss(),
+            steps_per_epoch=ctx.steps, callbacks=[bar], jit_compile=ctx.cfg.train.jit_compile,
+        )
+        details.update(distilled_from=model.name, alpha=step.alpha, temperature=step.temperature)
+    else:
+        thin.compile(optimizer=optimizer, loss=ctx.loss(), jit_compile=ctx.cfg.train.jit_compile)
         thin.fit(ctx.dataset(index), epochs=step.epochs, steps_per_epoch=ctx.steps, callbacks=[bar], verbose=0)
-        details.update(learning_rate=learning_rate, last_epoch=bar.last_logs)
+    details.update(learning_rate=learning_rate, last_epoch=bar.last_logs)
     return thin, details
 
 
