@@ -86,8 +86,7 @@ def variant_recipes(
         recipes["student_cwkd"] = with_distill(student, "cwkd", class_weighted_kd=True)
         recipes["student_t1"] = with_distill(student, "t1", temperature=1.0)
         recipes["student_nano"] = with_distill(student, "nano", temperature=1.0, student="unet_nano", student_overrides={})
-    elif pruning_step(student) is not None:
-        step = pruning_step(student)
+    elif (step := pruning_step(student)) is not None:
         recipes["student_nokd"] = with_first_step(student, "nokd", dataclasses.replace(step, alpha=0.0))
         if pruned_student is not None:
             name, overrides = pruned_student

@@ -10,7 +10,8 @@ row per variant with mIoU, per-class IoU, size, MACs and p50 latency per runtime
 measured on the benchmarked artifact over the whole validation split), each stage's seconds, the
 host CPU, the benchmark thread count, the wall time, this process's peak RSS, the command that
 reproduces it, and issue 6's ``targets`` checked on those rows (student int8 p50 at most 1/15 of the
-float teacher's on LiteRT; the recommended runtime never the slower one); exit code 1 when one is missed. ``--teacher`` adopts a finished ``roverlite train`` run of the same config instead of
+float teacher's on LiteRT; the recommended runtime never the slower one); exit code 1 when one is
+missed. ``--teacher`` adopts a finished ``roverlite train`` run of the same config instead of
 training again (on two CPU cores the Mars teacher alone takes about 1.5-2 hours); ``--compressed``
 adopts a finished ``roverlite compress`` folder made from that teacher (e.g. one variant folder of
 ``benchmarks/compress.py``) instead of distilling again.
