@@ -2,10 +2,14 @@
 
     python benchmarks/teacher.py --config configs/mars.yaml
     python benchmarks/teacher.py --config configs/cropweed.yaml
+    python benchmarks/teacher.py --config configs/cropweed.yaml --set train.class_weighting=none \
+        --tag no_class_weights --out runs/teacher_cwfid_no_class_weights
 
 Writes ``benchmarks/results/teacher_<dataset>.json`` with the validation ``miou``,
 ``per_class_iou``, ``confusion_matrix``, ``train_seconds``, ``images_per_second``, ``params``,
 ``macs``, the targets and whether they were met, the host, and the command that reproduces it.
+With ``--tag T`` the file is ``teacher_<dataset>_<T>.json`` instead, so an ablation run does not
+overwrite the configured teacher's result.
 Targets (issue 3): AI4Mars mIoU >= 0.72 and big-rock IoU >= 0.35; CWFID mean(crop, weed) >= 0.60.
 """
 
@@ -15,6 +19,7 @@ import argparse
 import logging
 import os
 import platform
+import re
 import shlex
 import sys
 import time
@@ -39,6 +44,15 @@ TARGETS = {
 
 def dataset_name(data_path: str | None) -> str:
     return Path(data_path or "synthetic").name.split("-")[0].lower()
+
+
+def results_path(name: str, tag: str | None = None) -> Path:
+    """``RESULTS/teacher_<name>.json``, or ``teacher_<name>_<tag>.json`` for a tagged (ablation) run."""
+    if tag is None:
+        return RESULTS / f"teacher_{name}.json"
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_]*", tag):
+        raise ValueError(f"Expected a tag of lower-case letters, digits and underscores. Received: tag={tag!r}.")
+    return RESULTS / f"teacher_{name}_{tag}.json"
 
 
 def cpu_model() -> str:
@@ -68,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", type=Path, help="run folder (default: runs/bench/teacher_<dataset>)")
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--tag", help="write teacher_<dataset>_<TAG>.json (an ablation) instead of teacher_<dataset>.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname).1s %(name)s: %(message)s")
 
@@ -75,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = load_config(args.config, overrides=args.overrides)
     name = dataset_name(cfg.data.path)
+    results = results_path(name, args.tag)  # a bad tag fails here, before hours of training
     out = args.out or Path("runs") / "bench" / f"teacher_{name}"
     started = time.perf_counter()
     result = train(cfg, out, resume=args.resume)
@@ -98,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         "run_dir": str(out),
         "command": " ".join(shlex.quote(a) for a in ["python", "benchmarks/teacher.py", *sys.argv[1:]]),
     }
-    path = atomic_write_json(RESULTS / f"teacher_{name}.json", record)
+    path = atomic_write_json(results, record)
     for row in record["targets"]:
         print(f"{row['target']}: {row['value']} (minimum {row['minimum']}) -> {'met' if row['met'] else 'NOT met'}")
     print(f"written {path}")

@@ -284,3 +284,52 @@ def test_unet_micro_runs_under_tflite_micro(micro_int8_128):
     # TFLite-Micro shares LiteRT's reference int8 kernels, so the two agree bit for bit. (XNNPACK,
     # LiteRT's default, rounds differently: a few int8 steps apart on this untrained model.)
     np.testing.assert_array_equal(out, reference)
+
+
+# === Coordinate channels (CoordConv) ===
+
+
+def test_coordinate_channels_append_row_and_column_ramps_from_minus_one_to_one():
+    from roverlite.train.blocks import CoordinateChannels
+
+    x = np.full((2, 3, 5, 1), 7.0, np.float32)
+    out = CoordinateChannels()(x).numpy()
+    assert out.shape == (2, 3, 5, 3)
+    np.testing.assert_array_equal(out[..., 0], x[..., 0])
+    np.testing.assert_allclose(out[1, :, 2, 1], [-1.0, 0.0, 1.0])
+    np.testing.assert_allclose(out[0, 1, :, 2], [-1.0, -0.5, 0.0, 0.5, 1.0])
+    assert np.all(out[0] == out[1])
+
+
+def test_coord_channels_model_gives_the_first_conv_two_more_inputs_and_depends_on_position():
+    plain = build_unet((64, 64, 1), 3, depth=1, base_width=4)
+    coord = build_unet((64, 64, 1), 3, depth=1, base_width=4, coord_channels=True)
+    assert coord.get_layer("enc0_1_conv").kernel.shape == (3, 3, 3, 4)
+    assert count_macs(coord).params == count_macs(plain).params + 2 * 9 * 4
+    # On a constant image, pixels whose receptive field (~20 px here) misses the borders all get
+    # the same logits from a plain U-Net (every other pixel: the stride-2 transpose conv repeats
+    # with period 2); the coordinates make them differ.
+    flat = np.ones((1, 64, 64, 1), np.float32)
+    assert np.ptp(plain(flat).numpy()[0, 24:40:2, 24:40:2], axis=(0, 1)).max() < 1e-5
+    assert np.ptp(coord(flat).numpy()[0, 24:40:2, 24:40:2], axis=(0, 1)).max() > 1e-3
+
+
+def test_coord_channels_model_saves_loads_prunes_and_exports_int8_with_builtins_only(tmp_path):
+    from roverlite.train.modelfile import load_model_file, save_model_file
+
+    model = build_unet((32, 32, 3), 3, depth=2, base_width=4, coord_channels=True, batch_size=1)
+    x = np.random.default_rng(0).random((1, 32, 32, 3), dtype=np.float32)
+    loaded = load_model_file(save_model_file(model, tmp_path / "coord.h5"))
+    np.testing.assert_array_equal(loaded(x).numpy(), model(x).numpy())
+    assert tfmot.sparsity.keras.prune_low_magnitude(model)(x, training=False).shape == (1, 32, 32, 3)
+    with pytest.raises(RuntimeError, match="CoordinateChannels"):
+        tfmot.quantization.keras.quantize_model(model)
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(loaded)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([x] for _ in range(4))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    out, ops = _run_litert(converter.convert(), x)
+    assert out.shape == (1, 32, 32, 3)
+    assert not any(op.startswith("Flex") or op == "CUSTOM" for op in ops)
+    assert "CONCATENATION" in ops

@@ -96,8 +96,13 @@ def _silence_half_of_each_level(model: keras.Model, rng: np.random.Generator) ->
 
 @pytest.mark.parametrize(
     "criterion, overrides",
-    [("l1", {"norm": "none", "decoder": "nearest"}), ("l1", {"residual": True}), ("bn", {})],
-    ids=["l1-nonorm-nearest", "l1-residual", "bn"],
+    [
+        ("l1", {"norm": "none", "decoder": "nearest"}),
+        ("l1", {"residual": True}),
+        ("bn", {}),
+        ("l1", {"residual": True, "coord_channels": True}),
+    ],
+    ids=["l1-nonorm-nearest", "l1-residual", "bn", "l1-residual-coords"],
 )
 def test_structured_removing_silent_filters_keeps_outputs(criterion, overrides):
     # Filters whose output is exactly zero contribute nothing; if the right ones are removed and
@@ -106,6 +111,8 @@ def test_structured_removing_silent_filters_keeps_outputs(criterion, overrides):
     _silence_half_of_each_level(model, np.random.default_rng(3))
     thin, report = structured_prune(model, keep_ratio=0.5, criterion=criterion)
     assert report.widths_after == (4, 8, 16)
+    # The image's channels (and the two coordinate channels, when present) are never pruned.
+    assert thin.get_layer("enc0_1_conv").kernel.shape[2] == model.get_layer("enc0_1_conv").kernel.shape[2]
     x = _images()
     np.testing.assert_allclose(thin(x, training=False).numpy(), model(x, training=False).numpy(), atol=1e-5)
 

@@ -59,7 +59,9 @@ _PASS_THROUGH = (
     "Dropout", "SpatialDropout2D", "GlobalAveragePooling2D", "GlobalMaxPooling2D", "ZeroPadding2D", "Cropping2D",
 )
 _MERGES = ("Add", "Multiply", "Subtract", "Maximum", "Minimum", "Average")
-_SUPPORTED = ("InputLayer", "Concatenate", *_CONVS, *_PASS_THROUGH, *_MERGES)
+# roverlite's CoordConv layer: its input's channels, then two fixed coordinate channels.
+_COORDS = "CoordinateChannels"
+_SUPPORTED = ("InputLayer", "Concatenate", _COORDS, *_CONVS, *_PASS_THROUGH, *_MERGES)
 
 _LEVEL_NAME = re.compile(r"^(?:enc|dec)(\d+)_")
 _DEEPEST_NAME = re.compile(r"^(?:bottleneck|aspp)(?:_|$)")
@@ -226,6 +228,10 @@ class _Graph:
             self.segments[name] = [s for segs in ins for s in segs]
         elif cls in _MERGES:
             self.segments[name] = self._merge(ins)
+        elif cls == _COORDS:
+            group = self._new_group(2)
+            self.fixed.add(group)
+            self.segments[name] = [*ins[0], (group, 2)]
         else:
             self.segments[name] = list(ins[0])
 

@@ -7,6 +7,12 @@ Conv-BN-ReLU transforms), ReLU/ReLU6, MaxPooling2D, Concatenate, Add, Conv2DTran
 nearest-neighbour UpSampling2D. Bilinear resizing is avoided on purpose: fake-quant training and
 int8 kernels disagree on it (see NOTES.md).
 
+One optional layer is roverlite's own: :class:`CoordinateChannels` (CoordConv) appends the pixel's
+row and column, so a convolutional model can learn *where* in the frame a class lives. Its int8
+TFLite graph is builtins only (the coordinates fold into a constant at a fixed input size), and
+TFMOT and structured pruning prune around it, but TFMOT has no quantize entry for it: QAT refuses
+it, so keep it for float teachers (post-training int8 is fine), as the two blocks below.
+
 Two optional blocks use ``Multiply`` (squeeze-and-excitation and attention gates). The int8 TFLite
 converter handles MUL, but TFMOT 0.8.1's default 8-bit scheme has no entry for
 ``keras.layers.Multiply``, so ``quantize_model`` (QAT) refuses models that use them; keep them for
@@ -17,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from roverlite._tf import keras
+from roverlite._tf import keras, tf
 
 layers = keras.layers
 
@@ -158,3 +164,44 @@ def attention_gate(skip, gate, name: str):
     a = layers.ReLU(name=f"{name}_relu")(a)
     a = layers.Conv2D(1, 1, activation="sigmoid", name=f"{name}_psi")(a)
     return layers.Multiply(name=f"{name}_scale")([skip, a])
+
+
+@keras.utils.register_keras_serializable(package="roverlite")
+class CoordinateChannels(layers.Layer):
+    """Append two channels holding each pixel's row and column, scaled to [-1, 1] (CoordConv).
+
+    Convolutions are translation-equivariant: with zero padding a U-Net can only infer a pixel's
+    position in the frame from the borders inside its receptive field. When the camera is fixed
+    to the scene's layout (a field robot drives along its crop row, so crops sit in a band of
+    columns and weeds anywhere), position is evidence, and these two channels hand it to the first
+    convolution (Liu et al., "An intriguing failing of convolutional neural networks and the
+    CoordConv solution", NeurIPS 2018). No weights; works at any input size.
+    """
+
+    def call(self, x):
+        shape = tf.shape(x)
+        rows = _unit_ramp(shape[1], x.dtype)
+        cols = _unit_ramp(shape[2], x.dtype)
+        grid = tf.stack(
+            [
+                tf.broadcast_to(rows[:, None], shape[1:3]),
+                tf.broadcast_to(cols[None, :], shape[1:3]),
+            ],
+            axis=-1,
+        )
+        grid = tf.broadcast_to(grid[None], tf.concat([shape[:3], [2]], axis=0))
+        return tf.concat([x, grid], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (input_shape[-1] + 2,)
+
+    def get_prunable_weights(self):
+        """No weights to prune: lets TFMOT's ``prune_low_magnitude`` wrap the layer."""
+        return []
+
+
+def _unit_ramp(n, dtype):
+    """``n`` evenly spaced values from -1 to 1 (one value, 0, when ``n`` is 1)."""
+    steps = tf.cast(tf.maximum(n - 1, 1), tf.float32)
+    ramp = tf.cast(tf.range(n), tf.float32) * (2.0 / steps) - 1.0
+    return tf.cast(ramp, dtype)

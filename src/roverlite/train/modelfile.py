@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 
 from roverlite._tf import keras
+from roverlite.train import blocks  # noqa: F401  registers roverlite's custom layers for loading
 
 # Layers whose saved config carries Python bytecode; loading them would execute it. (TFOpLambda
 # stores only the name of a TensorFlow op, resolved from TensorFlow itself, so it is safe.)

@@ -63,6 +63,7 @@ def build_unet(
     convs_per_block: int = 2,
     dropout: float = 0.0,
     stem_stride: int = 1,
+    coord_channels: bool = False,
     batch_size: int | None = None,
     name: str = "unet",
 ) -> keras.Model:
@@ -92,6 +93,9 @@ def build_unet(
             Conv2DTranspose for the transpose decoder, nearest UpSampling2D for the nearest one).
             No layer works at full resolution, which is where a small model spends most of
             its latency (memory traffic of thin, large tensors, not MACs).
+        coord_channels: append each pixel's row and column (in [-1, 1]) to the input channels
+            (CoordConv, :class:`blocks.CoordinateChannels`), for scenes whose layout is fixed to
+            the camera. TFMOT prunes it but cannot quantize-aware-train it (PTQ int8 works).
         batch_size: fixed batch size of the input (``None`` = any; 1 for TFLite-Micro export).
         name: model name.
 
@@ -109,6 +113,8 @@ def build_unet(
 
     inputs = keras.Input(shape=tuple(int(s) for s in input_shape), batch_size=batch_size, name="image")
     x, skips = inputs, []
+    if coord_channels:
+        x = blocks.CoordinateChannels(name="coords")(x)
     if stem_stride == 2:
         x = blocks.conv_norm_act(x, widths[0], "stem", strides=2, norm=norm, act=activation)
     for level in range(depth):
