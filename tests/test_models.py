@@ -314,6 +314,13 @@ def test_coord_channels_model_gives_the_first_conv_two_more_inputs_and_depends_o
     assert np.ptp(coord(flat).numpy()[0, 24:40:2, 24:40:2], axis=(0, 1)).max() > 1e-3
 
 
+@pytest.mark.parametrize("value", ["false", 1, None])
+def test_coord_channels_that_is_not_a_bool_is_refused(value):
+    # A YAML string such as "false" would otherwise switch the layer on.
+    with pytest.raises(ValueError, match="Expected coord_channels true or false"):
+        build_unet((16, 16, 1), 3, depth=2, base_width=4, coord_channels=value)
+
+
 def test_coord_channels_model_saves_loads_prunes_and_exports_int8_with_builtins_only(tmp_path):
     from roverlite.train.modelfile import load_model_file, save_model_file
 

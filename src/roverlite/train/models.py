@@ -113,6 +113,8 @@ def build_unet(
 
     inputs = keras.Input(shape=tuple(int(s) for s in input_shape), batch_size=batch_size, name="image")
     x, skips = inputs, []
+    if not isinstance(coord_channels, bool):
+        raise ValueError(f"Expected coord_channels true or false. Received: coord_channels={coord_channels!r}.")
     if coord_channels:
         x = blocks.CoordinateChannels(name="coords")(x)
     if stem_stride == 2:
