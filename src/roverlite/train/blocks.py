@@ -180,17 +180,10 @@ class CoordinateChannels(layers.Layer):
 
     def call(self, x):
         shape = tf.shape(x)
-        rows = _unit_ramp(shape[1], x.dtype)
-        cols = _unit_ramp(shape[2], x.dtype)
-        grid = tf.stack(
-            [
-                tf.broadcast_to(rows[:, None], shape[1:3]),
-                tf.broadcast_to(cols[None, :], shape[1:3]),
-            ],
-            axis=-1,
-        )
-        grid = tf.broadcast_to(grid[None], tf.concat([shape[:3], [2]], axis=0))
-        return tf.concat([x, grid], axis=-1)
+        one_channel = tf.concat([shape[:3], [1]], axis=0)
+        rows = tf.broadcast_to(_unit_ramp(shape[1], x.dtype)[None, :, None, None], one_channel)
+        cols = tf.broadcast_to(_unit_ramp(shape[2], x.dtype)[None, None, :, None], one_channel)
+        return tf.concat([x, rows, cols], axis=-1)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (input_shape[-1] + 2,)
