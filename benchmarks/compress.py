@@ -327,6 +327,10 @@ def main(argv: list[str] | None = None) -> int:
     from roverlite.compress import load_recipe
     from roverlite.export import model_file_sha256
 
+    from roverlite.train.crossval import fold_hint
+
+    if fold_hint(args.teacher):
+        raise SystemExit(f"--teacher needs one trained model.{fold_hint(args.teacher)}")
     overrides = [*args.overrides, *([f"data.max_images={args.max_images}"] if args.max_images else [])]
     cfg = load_config(args.teacher / "config.yaml", overrides=overrides)
     name = dataset_name(cfg.data.path)

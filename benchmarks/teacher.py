@@ -11,6 +11,10 @@ Writes ``benchmarks/results/teacher_<dataset>.json`` with the validation ``miou`
 With ``--tag T`` the file is ``teacher_<dataset>_<T>.json`` instead, so an ablation run does not
 overwrite the configured teacher's result.
 Targets (issue 3): AI4Mars mIoU >= 0.72 and big-rock IoU >= 0.35; CWFID mean(crop, weed) >= 0.60.
+
+A config with ``data.folds`` (configs/cropweed.yaml: 4) is judged by cross-validation: every fold
+is trained into ``<out>/fold<k>``, the targets are checked on the pooled (out-of-fold) confusion
+matrix, and ``per_fold`` lists each fold's own scores and whether it alone met the targets.
 """
 
 from __future__ import annotations
@@ -76,6 +80,20 @@ def check_targets(name: str, result: dict) -> list[dict]:
     return rows
 
 
+def fold_fields(name: str, summary: dict) -> dict:
+    """``best_epoch``/``epochs_run`` of one run, or the cross-validation's per-fold record."""
+    if "per_fold" not in summary:
+        return {"best_epoch": summary["best_epoch"], "epochs_run": summary["epochs_run"]}
+    per_fold = [{**fold, "targets": check_targets(name, fold)} for fold in summary["per_fold"]]
+    return {
+        "folds": summary["folds"],
+        "scored_on": "pooled out-of-fold confusion matrix",
+        "fold_miou_mean": summary["fold_miou_mean"],
+        "fold_miou_std": summary["fold_miou_std"],
+        "per_fold": per_fold,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, required=True)
@@ -86,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname).1s %(name)s: %(message)s")
 
+    from roverlite.train.crossval import train_folds
     from roverlite.train.fit import train
 
     cfg = load_config(args.config, overrides=args.overrides)
@@ -93,8 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     results = results_path(name, args.tag)  # a bad tag fails here, before hours of training
     out = args.out or Path("runs") / "bench" / f"teacher_{name}"
     started = time.perf_counter()
-    result = train(cfg, out, resume=args.resume)
-    summary = dict(result.summary)
+    if cfg.data.folds is None:
+        summary = dict(train(cfg, out, resume=args.resume).summary)
+    else:
+        summary = dict(train_folds(cfg, out, resume=args.resume).summary)
     record = {
         "dataset": name,
         "config": str(args.config),
@@ -106,8 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         "images_per_second": summary["images_per_second"],
         "params": summary["params"],
         "macs": summary["macs"],
-        "best_epoch": summary["best_epoch"],
-        "epochs_run": summary["epochs_run"],
+        **fold_fields(name, summary),
         "targets": check_targets(name, summary),
         "wall_seconds": round(time.perf_counter() - started, 1),
         "host": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},

@@ -1,4 +1,4 @@
-"""Stratified train/val splits: deterministic, class-balanced, and written atomically."""
+"""Stratified train/val splits and k folds: deterministic, class-balanced, and written atomically."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from roverlite.data.formats import FolderSource
 from roverlite.data.source import DataError
-from roverlite.data.splits import dominant_class, make_splits, write_splits
+from roverlite.data.splits import dominant_class, fold_split, make_folds, make_splits, write_splits
 
 
 def _ids_with_classes(per_class: dict[int | None, int]) -> tuple[list[str], list[int | None]]:
@@ -106,3 +106,58 @@ def test_write_splits_refuses_overlapping_splits(tmp_path):
     with pytest.raises(DataError, match="'a' in 'train' and 'val'"):
         write_splits(tmp_path / "splits.json", {"train": ["a", "b"], "val": ["a"]})
     assert not (tmp_path / "splits.json").exists()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    counts=st.lists(st.integers(min_value=0, max_value=25), min_size=1, max_size=5),
+    folds=st.integers(min_value=2, max_value=6),
+    seed=st.integers(min_value=0, max_value=2**31),
+)
+def test_folds_partition_the_ids_into_near_equal_parts(counts, folds, seed):
+    ids, dominant = _ids_with_classes(dict(enumerate(counts)))
+    if len(ids) < folds:
+        return
+    parts = make_folds(ids, dominant, folds, seed)
+    assert len(parts) == folds
+    assert sorted(i for p in parts for i in p) == sorted(ids)
+    sizes = [len(p) for p in parts]
+    assert max(sizes) - min(sizes) <= 1
+
+
+def test_every_class_with_at_least_k_images_is_in_every_fold():
+    ids, dominant = _ids_with_classes({0: 23, 1: 4, 2: 9, None: 5})
+    label = dict(zip(ids, dominant))
+    for part in make_folds(ids, dominant, 4, seed=3):
+        present = Counter(label[i] for i in part)
+        assert all(present[c] >= 1 for c in (0, 1, 2, None))
+
+
+def test_folds_are_deterministic_and_independent_of_input_order():
+    ids, dominant = _ids_with_classes({0: 30, 1: 10, 2: 3})
+    first = make_folds(ids, dominant, 4, seed=1)
+    assert first == make_folds(ids[::-1], dominant[::-1], 4, seed=1) == make_folds(ids, dict(zip(ids, dominant)), 4, 1)
+    assert first != make_folds(ids, dominant, 4, seed=2)
+
+
+def test_fold_split_validates_on_one_fold_and_trains_on_the_rest():
+    ids, dominant = _ids_with_classes({0: 20, 1: 20})
+    parts = make_folds(ids, dominant, 4, seed=0)
+    for k in range(4):
+        split = fold_split(ids, dominant, 4, k, seed=0)
+        assert split["val"] == parts[k]
+        assert sorted(split["train"] + split["val"]) == sorted(ids)
+        assert not set(split["train"]) & set(split["val"])
+
+
+@pytest.mark.parametrize("folds", [1, 0, True, 2.0])
+def test_make_folds_refuses_a_fold_count_below_two_or_not_an_integer(folds):
+    with pytest.raises(ValueError, match="folds to be an integer >= 2"):
+        make_folds(["a", "b", "c"], [0, 0, 0], folds, 0)
+
+
+def test_make_folds_refuses_more_folds_than_images_and_fold_split_a_fold_out_of_range():
+    with pytest.raises(DataError, match="Cannot make 4 folds of 3 samples"):
+        make_folds(["a", "b", "c"], [0, 0, 0], 4, 0)
+    with pytest.raises(ValueError, match=r"fold in 0\.\.2. Received: fold=3"):
+        fold_split(["a", "b", "c"], [0, 0, 0], 3, 3, 0)

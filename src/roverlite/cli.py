@@ -97,9 +97,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume and args.out is None:
         raise ValueError("--resume needs --out DIR naming the run to continue. Received: no --out.")
     if args.resume and args.config is None:
-        args.config = args.out / "config.yaml"
+        args.config = args.out / ("fold0" if args.all_folds else "") / "config.yaml"
     cfg = _config_from_args(args, _train_overrides(args))
     out = args.out or _default_run_dir(cfg)
+    if args.all_folds:
+        from roverlite.train.crossval import train_folds
+
+        cv = train_folds(cfg, out, resume=args.resume, progress=not args.quiet)
+        _print_iou_table(cv.summary)
+        print(
+            f"\npooled out-of-fold mIoU {cv.summary['miou']:.4f} over {cv.summary['folds']} folds (per fold "
+            f"{cv.summary['fold_miou_mean']:.4f} +- {cv.summary['fold_miou_std']:.4f}); folder: {cv.run_dir}"
+        )
+        return 0
     result = train(cfg, out, resume=args.resume, progress=not args.quiet)
     _print_iou_table(result.summary)
     print(f"\nbest val mIoU {result.best_miou:.4f} at epoch {result.best_epoch}; run folder: {result.run_dir}")
@@ -113,6 +123,15 @@ def _print_iou_table(result: dict) -> None:
         print(f"  {name:<{width}}  {'  n/a' if iou is None else f'{iou:.4f}'}")
     miou = result.get("miou")
     print(f"  {'mIoU':<{width}}  {'  n/a' if miou is None else f'{miou:.4f}'}")
+
+
+def _print_worst_images(rows: list[dict], count: int = 5) -> None:
+    print(f"\nworst {min(count, len(rows))} of {len(rows)} images by mIoU:")
+    for row in rows[:count]:
+        classes = ", ".join(f"{k} {'n/a' if v is None else f'{v:.2f}'}" for k, v in row["per_class_iou"].items())
+        fold = f" (fold {row['fold']})" if "fold" in row else ""
+        miou = "n/a" if row["miou"] is None else f"{row['miou']:.4f}"
+        print(f"  {row['id']}{fold}: mIoU {miou}; {classes}")
 
 
 ARTIFACT_SUFFIXES = (".tflite", ".onnx")
@@ -170,15 +189,28 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if model.suffix.lower() in ARTIFACT_SUFFIXES:
         from roverlite.export.dataset import evaluate_artifact_on_split
 
+        if args.per_image:
+            raise ValueError(
+                "--per-image scores Keras models (model.h5, run or cross-validation folders). Expected one of "
+                f"those. Received: the artifact {str(model)!r}."
+            )
+
         data_cfg = _artifact_data_config(model, args.data, args.overrides)
         result = evaluate_artifact_on_split(model, data_cfg, split=args.split, threads=args.threads,
                                             progress=not args.quiet)
     else:
+        from roverlite.train.crossval import evaluate_folds, is_crossval_dir
         from roverlite.train.evaluate import evaluate_model
 
-        cfg = _run_config(args, model, _data_overrides(args.data))
-        result = evaluate_model(model, cfg, split=args.split)
+        if is_crossval_dir(model):
+            cfg = _run_config(args, model / "fold0", _data_overrides(args.data))
+            result = evaluate_folds(model, cfg, split=args.split, per_image=args.per_image)
+        else:
+            cfg = _run_config(args, model, _data_overrides(args.data))
+            result = evaluate_model(model, cfg, split=args.split, per_image=args.per_image)
     _print_iou_table(result)
+    if args.per_image:
+        _print_worst_images(result.get("per_image", []))
     if args.json:
         atomic_write_json(args.json, result)
         print(f"\nresults written to {args.json}")
@@ -339,6 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--strategy", choices=["auto", "none", "mirrored", "multiworker"], help="overrides train.strategy")
     tr.add_argument("--out", type=Path, help="run folder (default: runs/<task>/<model>-<time>)")
     tr.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    tr.add_argument("--all-folds", action="store_true",
+                    help="cross-validate: train every fold of data.folds into --out/fold<k> and pool the scores")
     tr.set_defaults(func=cmd_train)
 
     ev = sub.add_parser(
@@ -347,12 +381,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate a model on a split. For a .tflite/.onnx artifact the classes, input size and "
         "normalisation come from its sidecar and it runs through roverlite.deploy, as on the robot.",
     )
-    ev.add_argument("model", help="model.h5, a run folder, or an exported .tflite/.onnx artifact")
+    ev.add_argument("model", help="model.h5, a run folder, a cross-validation folder (train --all-folds: each "
+                    "fold's model on its own fold, pooled), or an exported .tflite/.onnx artifact")
     _add_config_options(ev)
     ev.add_argument("--data", help="dataset folder, .npz or 'synthetic' (overrides data.path; required for artifacts)")
     ev.add_argument("--split", choices=["val", "train", "all"], default="val", help="'all' ignores splits.json")
     ev.add_argument("--threads", type=int, help="runtime threads for an artifact (default: runtime's choice)")
     ev.add_argument("--json", type=Path, help="write miou, per_class_iou and confusion_matrix as JSON")
+    ev.add_argument("--per-image", action="store_true",
+                    help="also score each image (JSON 'per_image', worst first) and print the worst five (Keras models)")
     ev.set_defaults(func=cmd_eval)
 
     ex = sub.add_parser("export", help="export a Keras model to TFLite / ONNX artifacts with self-checks")

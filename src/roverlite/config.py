@@ -45,6 +45,10 @@ def did_you_mean(name: str, options: Sequence[str]) -> str:
     return f' Did you mean "{close[0]}"?' if close else ""
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
@@ -72,6 +76,10 @@ class DataConfig:
         color_mode: ``grayscale`` (1 channel) or ``rgb`` (3 channels).
         mean, std: per-channel normalisation applied to images scaled to [0, 1].
         val_fraction, split_seed: used only when the data has no ``splits.json``.
+        folds, fold: k-fold cross-validation for data without ``splits.json``: the images are dealt
+            into ``folds`` folds stratified by dominant class (seeded by ``split_seed``) and fold
+            ``fold`` is val, the rest train; ``val_fraction`` is then unused. ``None`` = one split.
+            ``roverlite.train.crossval.train_folds`` trains every fold and pools their confusion.
         quarantine: an audit's quarantine list (JSON); listed files are skipped when loading.
         max_images: cap on images per split (``None`` = all); for quick runs.
         synthetic_count: number of scenes when ``format`` is ``synthetic``.
@@ -92,6 +100,8 @@ class DataConfig:
     std: tuple[float, ...] = (1.0,)
     val_fraction: float = 0.3
     split_seed: int = 0
+    folds: int | None = None
+    fold: int = 0
     quarantine: str | None = None
     max_images: int | None = None
     synthetic_count: int = 160
@@ -167,6 +177,16 @@ class DataConfig:
             f"data.mean and data.std must be finite. Received: mean={list(self.mean)}, std={list(self.std)}.",
         )
         _require(0.0 < self.val_fraction < 1.0, f"data.val_fraction must be in (0, 1). Received: {self.val_fraction}.")
+        _require(
+            self.folds is None or (_is_int(self.folds) and self.folds >= 2),
+            f"data.folds must be an integer >= 2 or null. Received: data.folds={self.folds!r}.",
+        )
+        _require(
+            _is_int(self.fold) and 0 <= self.fold < (self.folds or 1),
+            f"data.fold must be an integer in 0..{(self.folds or 1) - 1}"
+            + ("" if self.folds else " (set data.folds for cross-validation)")
+            + f". Received: data.fold={self.fold!r}.",
+        )
         _require(
             self.max_images is None or self.max_images > 0,
             f"data.max_images must be positive or null. Received: {self.max_images}.",

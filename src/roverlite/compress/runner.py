@@ -399,8 +399,11 @@ def _resolve_source(model_or_run_dir: Any, cfg: Config | None) -> tuple[Path | N
     path = Path(model_or_run_dir)
     file = path / "model.h5" if path.is_dir() else path
     if not file.is_file():
+        from roverlite.train.crossval import fold_hint
+
         raise FileNotFoundError(
             f"Model not found. Expected a run folder with model.h5 or a model.h5 file. Received: {str(path)!r}."
+            + fold_hint(path)
         )
     if cfg is None:
         config_file = file.parent / "config.yaml"

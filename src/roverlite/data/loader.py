@@ -29,7 +29,7 @@ import numpy as np
 from roverlite.config import DataConfig
 from roverlite.data.formats import open_source
 from roverlite.data.source import DataError, DataSource
-from roverlite.data.splits import dominant_class, make_splits
+from roverlite.data.splits import dominant_class, fold_split, make_splits
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +125,12 @@ def split_ids(source: DataSource, data_cfg: DataConfig, split: str, workers: int
                 f"{list(SPLIT_NAMES)}. Received: {split!r}."
             )
         return _stratified(source, data_cfg, workers)[split]
+    if data_cfg.folds is not None and split in ("train", "val"):
+        raise DataError(
+            f"data.folds={data_cfg.folds} makes cross-validation folds for data without splits.json, but "
+            f"{source.root!r} has its own splits. Expected data.folds: null for this dataset. Received: "
+            f"splits {sorted(predefined)}."
+        )
     if split not in predefined:
         raise DataError(
             f"split {split!r} is not defined for {source.root!r}. Expected one of {sorted(predefined) + ['all']}. "
@@ -261,6 +267,13 @@ def _stratified(source: DataSource, data_cfg: DataConfig, workers: int) -> dict[
     read_mask = source.read_mask
     with ThreadPoolExecutor(max(1, workers)) as pool:
         dominant = list(pool.map(lambda i: dominant_class(read_mask(i), data_cfg.ignore_index), ids))
+    if data_cfg.folds is not None:
+        splits = fold_split(ids, dominant, data_cfg.folds, data_cfg.fold, data_cfg.split_seed)
+        logger.info(
+            "%s has no splits.json: fold %d of %d stratified by dominant class (seed=%d) is val: %d train, %d val",
+            source.root, data_cfg.fold, data_cfg.folds, data_cfg.split_seed, len(splits["train"]), len(splits["val"]),
+        )
+        return splits
     splits = make_splits(ids, dominant, data_cfg.val_fraction, data_cfg.split_seed)
     logger.info(
         "%s has no splits.json: stratified split by dominant class (val_fraction=%s, seed=%d): %d train, %d val",

@@ -8,6 +8,7 @@ Example:
     >>> dominant = [dominant_class(source.read_mask(i), 255) for i in ids]
     >>> splits = make_splits(ids, dominant, val_fraction=0.3, seed=0)
     >>> write_splits("data/splits.json", splits)
+    >>> fold_split(ids, dominant, folds=4, fold=0, seed=0)   # k-fold cross-validation
 """
 
 from __future__ import annotations
@@ -84,6 +85,65 @@ def make_splits(
         val += [members[i] for i in order[:n_val]]
         train += [members[i] for i in order[n_val:]]
     return {"train": sorted(train), "val": sorted(val)}
+
+
+def make_folds(
+    ids: Sequence[str],
+    dominant: Sequence[int | None] | Mapping[str, int | None],
+    folds: int,
+    seed: int,
+) -> list[list[str]]:
+    """Partition ``ids`` into ``folds`` disjoint folds stratified by dominant class, deterministically.
+
+    Each stratum is shuffled with ``seed`` and dealt round-robin into the folds, the deal going on
+    from stratum to stratum, so fold sizes differ by at most one and every class with at least
+    ``folds`` images is in every fold. Like :func:`make_splits`, the result depends only on the set
+    of (id, class) pairs and ``seed``.
+
+    Returns:
+        ``folds`` lists of ids, each sorted; together they hold every id once.
+
+    Raises:
+        DataError: fewer ids than folds, duplicate ids, or ``dominant`` not matching ``ids``.
+        ValueError: ``folds`` is not an integer >= 2.
+    """
+    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
+        raise ValueError(f"Expected folds to be an integer >= 2. Received: folds={folds!r}.")
+    classes = _aligned(ids, dominant)
+    if len(ids) < folds:
+        raise DataError(f"Cannot make {folds} folds of {len(ids)} samples. Expected at least one sample per fold.")
+    strata: dict[int, list[str]] = defaultdict(list)
+    for sample_id in sorted(ids):
+        label = classes[sample_id]
+        strata[-1 if label is None else int(label)].append(sample_id)
+    rng = np.random.default_rng(seed)
+    out: list[list[str]] = [[] for _ in range(folds)]
+    dealt = 0
+    for label in sorted(strata):
+        members = strata[label]
+        for i in rng.permutation(len(members)):
+            out[dealt % folds].append(members[i])
+            dealt += 1
+    return [sorted(f) for f in out]
+
+
+def fold_split(
+    ids: Sequence[str],
+    dominant: Sequence[int | None] | Mapping[str, int | None],
+    folds: int,
+    fold: int,
+    seed: int,
+) -> dict[str, list[str]]:
+    """Train/val split for fold ``fold`` of :func:`make_folds`: val is that fold, train the rest.
+
+    Raises:
+        ValueError: ``fold`` is not in ``0..folds-1`` (or ``folds`` < 2).
+    """
+    if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < folds:
+        raise ValueError(f"Expected fold in 0..{folds - 1}. Received: fold={fold!r}.")
+    parts = make_folds(ids, dominant, folds, seed)
+    train = sorted(i for k, part in enumerate(parts) if k != fold for i in part)
+    return {"train": train, "val": parts[fold]}
 
 
 def _aligned(

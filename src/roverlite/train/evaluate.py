@@ -26,13 +26,50 @@ def predict_masks(model, images: np.ndarray, data_cfg: DataConfig, batch_size: i
     return out
 
 
-def evaluate_arrays(model, images: np.ndarray, masks: np.ndarray, data_cfg: DataConfig, batch_size: int = 16) -> dict[str, Any]:
-    """Per-class IoU, mIoU over ``data_cfg.eval_classes``, pixel accuracy and confusion matrix."""
+def evaluate_arrays(
+    model,
+    images: np.ndarray,
+    masks: np.ndarray,
+    data_cfg: DataConfig,
+    batch_size: int = 16,
+    ids: list[str] | None = None,
+) -> dict[str, Any]:
+    """Per-class IoU, mIoU over ``data_cfg.eval_classes``, pixel accuracy and confusion matrix.
+
+    With ``ids`` (one per image) the result also holds ``per_image``: each image's own scores,
+    worst mIoU first (see :func:`image_scores`), to find the images, or labels, a model gets wrong.
+    """
+    if ids is not None and len(ids) != len(images):
+        raise ValueError(f"Expected one id per image ({len(images)}). Received: {len(ids)} ids.")
     confusion = StreamingConfusion(data_cfg.num_classes, data_cfg.ignore_index)
+    per_image = []
     for start in range(0, len(images), batch_size):
         pred = predict_masks(model, images[start : start + batch_size], data_cfg, batch_size)
-        confusion.update(masks[start : start + batch_size], pred)
-    return confusion.result(list(data_cfg.classes), list(data_cfg.eval_class_ids))
+        truth = masks[start : start + batch_size]
+        confusion.update(truth, pred)
+        if ids is not None:
+            per_image += [image_scores(i, t, p, data_cfg) for i, t, p in zip(ids[start:], truth, pred)]
+    result = confusion.result(list(data_cfg.classes), list(data_cfg.eval_class_ids))
+    if ids is not None:
+        result["per_image"] = sorted(per_image, key=lambda r: (r["miou"] is None, r["miou"] or 0.0))
+    return result
+
+
+def image_scores(sample_id: str, truth: np.ndarray, pred: np.ndarray, data_cfg: DataConfig) -> dict[str, Any]:
+    """One image's ``{"id", "miou", "per_class_iou", "pixels"}``; ``pixels`` counts each class in the truth.
+
+    A class absent from both truth and prediction has IoU ``None`` and is left out of the mIoU.
+    """
+    one = StreamingConfusion(data_cfg.num_classes, data_cfg.ignore_index)
+    one.update(truth, pred)
+    scores = one.result(list(data_cfg.classes), list(data_cfg.eval_class_ids))
+    counts = one.matrix.sum(axis=1)
+    return {
+        "id": str(sample_id),
+        "miou": scores["miou"],
+        "per_class_iou": scores["per_class_iou"],
+        "pixels": {name: int(n) for name, n in zip(data_cfg.classes, counts)},
+    }
 
 
 def load_keras_model(path: str | Path):
@@ -43,18 +80,23 @@ def load_keras_model(path: str | Path):
     """
     from roverlite.train.modelfile import load_model_file
 
-    path = Path(path)
-    if path.is_dir():
-        path = path / "model.h5"
+    from roverlite.train.crossval import fold_hint
+
+    given = Path(path)
+    path = given / "model.h5" if given.is_dir() else given
     if not path.is_file():
         raise FileNotFoundError(
             f"Model not found. Expected a model.h5 file or a run folder containing one. Received: {str(path)!r}."
+            + fold_hint(given)
         )
     return load_model_file(path)
 
 
-def evaluate_model(model_path: str | Path, cfg: Config, split: str = "val") -> dict[str, Any]:
-    """Evaluate a saved Keras model on ``split`` (``val``, ``train`` or ``all``) of ``cfg.data``."""
+def evaluate_model(model_path: str | Path, cfg: Config, split: str = "val", per_image: bool = False) -> dict[str, Any]:
+    """Evaluate a saved Keras model on ``split`` (``val``, ``train`` or ``all``) of ``cfg.data``.
+
+    ``per_image`` adds each image's scores, worst first (:func:`evaluate_arrays`).
+    """
     from roverlite.data.loader import load_split
 
     model = load_keras_model(model_path)
@@ -67,7 +109,8 @@ def evaluate_model(model_path: str | Path, cfg: Config, split: str = "val") -> d
         )
     arrays = load_split(cfg.data, split, progress=True)
     log.info("evaluating %d images of split %r", len(arrays.images), split)
-    result = evaluate_arrays(model, arrays.images, arrays.masks, cfg.data, cfg.train.batch_size)
+    ids = list(arrays.ids) if per_image else None
+    result = evaluate_arrays(model, arrays.images, arrays.masks, cfg.data, cfg.train.batch_size, ids=ids)
     result["split"] = split
     result["images"] = len(arrays.images)
     return result

@@ -165,6 +165,13 @@ class StreamingConfusion:
     def reset(self) -> None:
         self._cm[:] = 0
 
+    def add_matrix(self, cm: Any) -> None:
+        """Add a ``(K, K)`` confusion matrix counted elsewhere (e.g. another fold or worker)."""
+        cm = _check_cm(cm)
+        if cm.shape != self._cm.shape:
+            raise ValueError(f"Expected a {self._cm.shape} confusion matrix. Received: shape {cm.shape}.")
+        self._cm += cm.astype(np.int64)
+
     @property
     def matrix(self) -> np.ndarray:
         """A copy of the accumulated ``(K, K)`` matrix (rows = truth, columns = prediction)."""
