@@ -19,15 +19,15 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import platform
 import shlex
 import sys
 import time
 from pathlib import Path
 
-from teacher import cpu_model, dataset_name
+from teacher import dataset_name
 
 from roverlite.config import load_config
+from roverlite.deploy.hostinfo import host_info
 from roverlite.io import atomic_write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     record = {
         "dataset": name, "config": str(args.config), "model": args.model, "epochs": args.epochs,
         "arms": {}, "table": "",
-        "host": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},
+        "host": host_info(),  # CPU model and SIMD flags: sessions here land on different CPUs
         "command": " ".join(shlex.quote(a) for a in ["python", "benchmarks/ablation.py", *sys.argv[1:]]),
     }
     results = record["arms"]

@@ -38,17 +38,16 @@ import argparse
 import dataclasses
 import json
 import logging
-import os
-import platform
 import shlex
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from teacher import cpu_model, dataset_name
+from teacher import dataset_name
 
 from roverlite.config import load_config
+from roverlite.deploy.hostinfo import host_info
 from roverlite.io import atomic_write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -291,7 +290,7 @@ def build_record(args, name, teacher, teacher_sha256, variants, rare, out, start
         "targets": check_targets(teacher_row, variants, rare),
         "smoke_test": bool(args.max_images or args.epochs_scale != 1.0),
         "wall_seconds": round(time.perf_counter() - started, 1),
-        "host": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},
+        "host": host_info(),  # CPU model and SIMD flags: sessions here land on different CPUs
         "work_dir": str(out),
         "command": command_line(),
     }

@@ -23,16 +23,16 @@ import argparse
 import json
 import logging
 import os
-import platform
 import resource
 import shlex
 import sys
 import time
 from pathlib import Path
 
-from teacher import cpu_model, dataset_name
+from teacher import dataset_name
 
 from roverlite.config import load_config
+from roverlite.deploy.hostinfo import host_info
 from roverlite.io import atomic_write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "threads": args.threads,
         "load_average": os.getloadavg(),
-        "host": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},
+        "host": host_info(),  # CPU model and SIMD flags: sessions here land on different CPUs
         "run_dir": str(out),
         "command": " ".join(shlex.quote(a) for a in ["python", "benchmarks/pipeline.py", *sys.argv[1:]]),
     }

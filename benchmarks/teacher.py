@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import platform
 import re
 import shlex
 import sys
@@ -30,6 +28,7 @@ import time
 from pathlib import Path
 
 from roverlite.config import load_config
+from roverlite.deploy.hostinfo import host_info
 from roverlite.io import atomic_write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -57,16 +56,6 @@ def results_path(name: str, tag: str | None = None) -> Path:
     if not re.fullmatch(r"[a-z0-9][a-z0-9_]*", tag):
         raise ValueError(f"Expected a tag of lower-case letters, digits and underscores. Received: tag={tag!r}.")
     return RESULTS / f"teacher_{name}_{tag}.json"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def check_targets(name: str, result: dict) -> list[dict]:
@@ -130,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         **fold_fields(name, summary),
         "targets": check_targets(name, summary),
         "wall_seconds": round(time.perf_counter() - started, 1),
-        "host": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},
+        "host": host_info(),  # CPU model and SIMD flags: sessions here land on different CPUs
         "run_dir": str(out),
         "command": " ".join(shlex.quote(a) for a in ["python", "benchmarks/teacher.py", *sys.argv[1:]]),
     }

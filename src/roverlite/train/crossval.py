@@ -11,7 +11,7 @@ Example:
     >>> cv = train_folds(cfg, "runs/cwfid-cv")
     >>> cv.summary["miou"], cv.summary["fold_miou_mean"]
 
-The folder holds ``fold0/`` .. ``fold<k-1>/`` (ordinary run folders, see :func:`train`) and
+The folder holds ``fold0/`` .. ``fold<k-1>/`` (ordinary run folders, see ``roverlite.train.fit.train``) and
 ``crossval.json`` (the pooled summary). :func:`evaluate_folds` (``roverlite eval CV_DIR``)
 re-scores such a folder.
 """
@@ -29,7 +29,8 @@ import numpy as np
 
 from roverlite.config import Config
 from roverlite.io import atomic_write_json
-from roverlite.train.fit import TrainResult, train
+from roverlite.train import fit
+from roverlite.train.fit import TrainResult
 from roverlite.train.metrics import StreamingConfusion
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,8 @@ def train_folds(cfg: Config, run_dir: str | Path, resume: bool = False, progress
     results = []
     for fold in range(cfg.data.folds):
         log.info("cross-validation: fold %d of %d", fold + 1, cfg.data.folds)
-        results.append(train(fold_config(cfg, fold), run_dir / f"fold{fold}", resume=resume, progress=progress))
+        # fit.train looked up at call time, so a patched or reloaded fit module is honoured
+        results.append(fit.train(fold_config(cfg, fold), run_dir / f"fold{fold}", resume=resume, progress=progress))
     summary = pool_folds([r.summary for r in results], cfg)
     atomic_write_json(run_dir / "crossval.json", summary)
     return CrossValResult(run_dir, tuple(results), summary)
