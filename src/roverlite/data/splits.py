@@ -69,17 +69,10 @@ def make_splits(
     """
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1). Received: {val_fraction}.")
-    classes = _aligned(ids, dominant)
-    strata: dict[int, list[str]] = defaultdict(list)
-    for sample_id in sorted(ids):
-        # -1 stands for "all pixels ignored" so it sorts and shuffles like any other stratum.
-        label = classes[sample_id]
-        strata[-1 if label is None else int(label)].append(sample_id)
     rng = np.random.default_rng(seed)
     train: list[str] = []
     val: list[str] = []
-    for label in sorted(strata):
-        members = strata[label]
+    for members in _strata(_aligned(ids, dominant)):
         order = rng.permutation(len(members))
         n_val = 0 if len(members) < 2 else min(max(round(len(members) * val_fraction), 1), len(members) - 1)
         val += [members[i] for i in order[:n_val]]
@@ -112,15 +105,10 @@ def make_folds(
     classes = _aligned(ids, dominant)
     if len(ids) < folds:
         raise DataError(f"Cannot make {folds} folds of {len(ids)} samples. Expected at least one sample per fold.")
-    strata: dict[int, list[str]] = defaultdict(list)
-    for sample_id in sorted(ids):
-        label = classes[sample_id]
-        strata[-1 if label is None else int(label)].append(sample_id)
     rng = np.random.default_rng(seed)
     out: list[list[str]] = [[] for _ in range(folds)]
     dealt = 0
-    for label in sorted(strata):
-        members = strata[label]
+    for members in _strata(classes):
         for i in rng.permutation(len(members)):
             out[dealt % folds].append(members[i])
             dealt += 1
@@ -144,6 +132,19 @@ def fold_split(
     parts = make_folds(ids, dominant, folds, seed)
     train = sorted(i for k, part in enumerate(parts) if k != fold for i in part)
     return {"train": train, "val": parts[fold]}
+
+
+def _strata(classes: Mapping[str, int | None]) -> list[list[str]]:
+    """The ids grouped by dominant class, each group sorted, groups in class order.
+
+    All-ignored images (class ``None``) form a group of their own, sorted first (as -1), so they
+    shuffle like any other stratum.
+    """
+    strata: dict[int, list[str]] = defaultdict(list)
+    for sample_id in sorted(classes):
+        label = classes[sample_id]
+        strata[-1 if label is None else int(label)].append(sample_id)
+    return [strata[label] for label in sorted(strata)]
 
 
 def _aligned(

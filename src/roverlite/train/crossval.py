@@ -152,7 +152,7 @@ def evaluate_folds(run_dir: str | Path, cfg: Config, split: str = "val", per_ima
     Raises:
         ValueError: ``split`` is not ``val``, ``cfg.data.folds`` is not set, or a fold folder is missing.
     """
-    from roverlite.train.evaluate import evaluate_model
+    from roverlite.train.evaluate import evaluate_model, worst_first
 
     if split != "val":
         raise ValueError(
@@ -175,5 +175,5 @@ def evaluate_folds(run_dir: str | Path, cfg: Config, split: str = "val", per_ima
     images = [{**img, "fold": k} for k, r in enumerate(results) for img in r.pop("per_image", [])]
     pooled = {**pool_scores(results, cfg), "per_fold": [{"fold": k, **r} for k, r in enumerate(results)]}
     if per_image:
-        pooled["per_image"] = sorted(images, key=lambda r: (r["miou"] is None, r["miou"] or 0.0))
+        pooled["per_image"] = worst_first(images)
     return pooled

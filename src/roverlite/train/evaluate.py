@@ -77,8 +77,13 @@ def evaluate_arrays(
             per_image += [image_scores(i, t, p, data_cfg) for i, t, p in zip(ids[start:], truth, pred)]
     result = confusion.result(list(data_cfg.classes), list(data_cfg.eval_class_ids))
     if ids is not None:
-        result["per_image"] = sorted(per_image, key=lambda r: (r["miou"] is None, r["miou"] or 0.0))
+        result["per_image"] = worst_first(per_image)
     return result
+
+
+def worst_first(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per-image rows sorted by mIoU, lowest first; rows without a score (``None``) last."""
+    return sorted(rows, key=lambda r: (r["miou"] is None, r["miou"] or 0.0))
 
 
 def image_scores(sample_id: str, truth: np.ndarray, pred: np.ndarray, data_cfg: DataConfig) -> dict[str, Any]:
@@ -104,9 +109,8 @@ def load_keras_model(path: str | Path):
     Refuses files whose architecture contains ``Lambda`` layers: loading those would execute
     Python code stored inside the file.
     """
-    from roverlite.train.modelfile import load_model_file
-
     from roverlite.train.crossval import fold_hint
+    from roverlite.train.modelfile import load_model_file
 
     given = Path(path)
     path = given / "model.h5" if given.is_dir() else given
