@@ -267,6 +267,29 @@ def test_class_weighted_kd_hands_the_hard_loss_class_weights_to_the_soft_term(te
     assert len(set(np.round(want, 4))) > 1  # the band scenes are imbalanced: the weights differ
 
 
+@pytest.mark.parametrize("weighted", [False, True])
+def test_structured_class_weighted_kd_hands_the_class_weights_to_the_soft_term(teacher_run, tmp_path, monkeypatch, weighted):
+    import roverlite.compress.steps as steps
+
+    seen = {}
+
+    def capture(teacher, student, train_ds, val_data, cfg, *args, **kwargs):
+        seen["cfg"] = cfg
+        raise _Stop
+
+    monkeypatch.setattr(steps, "distill", capture)
+    step = {"keep_ratio": 0.5, "epochs": 1, "alpha": 0.5, "class_weighted_kd": weighted}
+    with pytest.raises(_Stop):
+        run_recipe(teacher_run, _recipe({"structured": step}, gate=LOOSE_GATE), tmp_path / "out", progress=False)
+    weights = seen["cfg"].class_weights
+    assert (weights is None) if not weighted else len(set(np.round(weights, 4))) > 1
+
+
+def test_structured_class_weighted_kd_without_distillation_is_refused():
+    with pytest.raises(ConfigError, match="Expected structured.alpha > 0"):
+        StructuredStep(keep_ratio=0.5, epochs=1, alpha=0.0, class_weighted_kd=True)
+
+
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_shipped_teacher_ptq_recipe_reports_per_layer_int8_error(teacher_run, tmp_path):
     result = run_recipe(teacher_run, RECIPES / "teacher_ptq.yaml", tmp_path / "ptq", progress=False, enforce_gate=False)

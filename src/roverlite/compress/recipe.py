@@ -158,6 +158,8 @@ class StructuredStep:
             learns from the unpruned one (the step's input, frozen) as a distilled student does,
             with ``1 - alpha`` on the labels. 0 (default): labels only.
         temperature: softmax temperature of that term (as in ``distill``).
+        class_weighted_kd: weight that term's pixels by the run's class weights (as in ``distill``);
+            needs ``alpha > 0``.
     """
 
     kind: ClassVar[str] = "structured"
@@ -168,6 +170,7 @@ class StructuredStep:
     learning_rate: float | None = None
     alpha: float = 0.0
     temperature: float = 1.0
+    class_weighted_kd: bool = False
 
     def __post_init__(self) -> None:
         from roverlite.compress.structured import CRITERIA
@@ -187,6 +190,11 @@ class StructuredStep:
             raise ConfigError(
                 "structured.alpha > 0 distills while fine-tuning. Expected structured.epochs >= 1 with it. "
                 f"Received: alpha={self.alpha}, epochs={self.epochs}."
+            )
+        if self.class_weighted_kd and not self.alpha > 0:
+            raise ConfigError(
+                "structured.class_weighted_kd weights the distillation term. Expected structured.alpha > 0 with it. "
+                f"Received: alpha={self.alpha}."
             )
 
 

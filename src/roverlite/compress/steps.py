@@ -203,7 +203,10 @@ def run_structured(
     optimizer = ctx.optimizer(learning_rate, step.epochs)
     bar = ctx.bar(f"{index} structured x{report.mac_reduction:.1f}", step.epochs)
     if step.alpha > 0:
-        cfg = DistillConfig(temperature=step.temperature, alpha=step.alpha, ignore_index=ctx.cfg.data.ignore_index)
+        cfg = DistillConfig(
+            temperature=step.temperature, alpha=step.alpha, ignore_index=ctx.cfg.data.ignore_index,
+            class_weights=ctx.class_weights if step.class_weighted_kd else None,
+        )
         distill(
             model, thin, ctx.dataset(index), None, cfg, step.epochs, optimizer=optimizer, hard_loss=ctx.loss(),
             steps_per_epoch=ctx.steps, callbacks=[bar], jit_compile=ctx.cfg.train.jit_compile,
