@@ -240,11 +240,9 @@ class _Stop(Exception):
     pass
 
 
-@pytest.mark.parametrize("weighted", [False, True])
-def test_class_weighted_kd_hands_the_hard_loss_class_weights_to_the_soft_term(teacher_run, tmp_path, monkeypatch, weighted):
+def _distill_config_of(step: dict, teacher_run, tmp_path, monkeypatch):
+    """The DistillConfig a one-step recipe hands to ``distill`` (stopped there, nothing trains)."""
     import roverlite.compress.steps as steps
-    from roverlite.data.loader import load_split
-    from roverlite.train.losses import class_weights_from_counts
 
     seen = {}
 
@@ -253,35 +251,33 @@ def test_class_weighted_kd_hands_the_hard_loss_class_weights_to_the_soft_term(te
         raise _Stop
 
     monkeypatch.setattr(steps, "distill", capture)
-    recipe = _recipe({"distill": {"student": "unet_tiny", "epochs": 1, "class_weighted_kd": weighted}}, gate=LOOSE_GATE)
     with pytest.raises(_Stop):
-        run_recipe(teacher_run, recipe, tmp_path / "out", progress=False)
+        run_recipe(teacher_run, _recipe(step, gate=LOOSE_GATE), tmp_path / "out", progress=False)
+    return seen["cfg"]
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_class_weighted_kd_hands_the_hard_loss_class_weights_to_the_soft_term(teacher_run, tmp_path, monkeypatch, weighted):
+    from roverlite.data.loader import load_split
+    from roverlite.train.losses import class_weights_from_counts
+
+    step = {"distill": {"student": "unet_tiny", "epochs": 1, "class_weighted_kd": weighted}}
+    distill_cfg = _distill_config_of(step, teacher_run, tmp_path, monkeypatch)
     if not weighted:
-        assert seen["cfg"].class_weights is None
+        assert distill_cfg.class_weights is None
         return
     cfg = load_config(teacher_run / "config.yaml")
     masks = load_split(cfg.data, "train").masks
     counts = np.bincount(masks.reshape(-1), minlength=256)[: cfg.data.num_classes]
     want = class_weights_from_counts(counts, cfg.train.class_weighting)
-    np.testing.assert_allclose(seen["cfg"].class_weights, want, rtol=1e-6)
+    np.testing.assert_allclose(distill_cfg.class_weights, want, rtol=1e-6)
     assert len(set(np.round(want, 4))) > 1  # the band scenes are imbalanced: the weights differ
 
 
 @pytest.mark.parametrize("weighted", [False, True])
 def test_structured_class_weighted_kd_hands_the_class_weights_to_the_soft_term(teacher_run, tmp_path, monkeypatch, weighted):
-    import roverlite.compress.steps as steps
-
-    seen = {}
-
-    def capture(teacher, student, train_ds, val_data, cfg, *args, **kwargs):
-        seen["cfg"] = cfg
-        raise _Stop
-
-    monkeypatch.setattr(steps, "distill", capture)
-    step = {"keep_ratio": 0.5, "epochs": 1, "alpha": 0.5, "class_weighted_kd": weighted}
-    with pytest.raises(_Stop):
-        run_recipe(teacher_run, _recipe({"structured": step}, gate=LOOSE_GATE), tmp_path / "out", progress=False)
-    weights = seen["cfg"].class_weights
+    step = {"structured": {"keep_ratio": 0.5, "epochs": 1, "alpha": 0.5, "class_weighted_kd": weighted}}
+    weights = _distill_config_of(step, teacher_run, tmp_path, monkeypatch).class_weights
     assert (weights is None) if not weighted else len(set(np.round(weights, 4))) > 1
 
 
