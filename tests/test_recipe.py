@@ -42,13 +42,15 @@ def test_every_step_kind_round_trips_with_non_default_values(tmp_path):
                      "class_weighted_kd": True}},
         {"prune": {"target_sparsity": 0.6, "epochs": 2, "frequency": 5, "skip_layers": ["logits", "dec0_*"]}},
         {"structured": {"keep_ratio": [0.5, 0.5, 0.75], "criterion": "bn", "epochs": 0}},
-        {"qat": {"epochs": 1, "preserve_sparsity": True, "learning_rate": 1e-4}},
+        {"qat": {"epochs": 1, "preserve_sparsity": True, "learning_rate": 1e-4, "class_weighting": "none",
+                 "loss": {"cross_entropy": 1.0, "dice": 2.0}}},
         {"export": {"formats": ["tflite_int8"], "int8_io": False}},
         {"export": {"formats": ["tflite_int8"], "representative_count": 8}},
         gate={"max_miou_drop": 0.01, "rare_classes": ["big_rock"], "qdebug": {"top_k": 3}},
     )
     assert [s.kind for s in recipe.steps] == ["distill", "prune", "structured", "qat", "export", "export"]
     assert recipe.steps[2].keep_ratio == (0.5, 0.5, 0.75) and recipe.steps[4].int8_io is False
+    assert recipe.steps[3].class_weighting == "none" and recipe.steps[2].class_weighting is None
     recipe.to_yaml(tmp_path / "r.yaml")
     assert load_recipe(tmp_path / "r.yaml") == recipe
 
@@ -73,6 +75,11 @@ def test_every_step_kind_round_trips_with_non_default_values(tmp_path):
         ({"name": "r", "steps": [{"distill": {"student": "unet_xs", "class_weighted_kd": "yes"}}]},
          "Expected true or false for steps\\[0\\].distill.class_weighted_kd"),
         ({"name": "r", "steps": [{"qat": {"epochs": 0}}]}, "qat.epochs to be an integer >= 1"),
+        ({"name": "r", "steps": [{"structured": {"class_weighting": "inverse-sqrt"}}]},
+         'Expected structured.class_weighting in .*Received: \'inverse-sqrt\'. Did you mean "inverse_sqrt"'),
+        ({"name": "r", "steps": [{"qat": {"loss": {"dise": 1.0}}}]}, 'qat.loss term must be one of .*Did you mean "dice"'),
+        ({"name": "r", "steps": [{"prune": {"loss": {"dice": 0}}}]}, "prune.loss.dice weight must be a finite number > 0"),
+        ({"name": "r", "steps": [{"structured": {"loss": {}}}]}, "structured.loss needs at least one term"),
         ({"name": "r", "steps": [{"qat": {}, "prune": {}}]}, "one \\{kind: settings\\} entry"),
         ({"name": "r", "steps": []}, "at least one step"),
         ({"name": "a b", "steps": [{"qat": {}}]}, "recipe name"),
@@ -279,6 +286,66 @@ def test_structured_class_weighted_kd_hands_the_class_weights_to_the_soft_term(t
     step = {"structured": {"keep_ratio": 0.5, "epochs": 1, "alpha": 0.5, "class_weighted_kd": weighted}}
     weights = _distill_config_of(step, teacher_run, tmp_path, monkeypatch).class_weights
     assert (weights is None) if not weighted else len(set(np.round(weights, 4))) > 1
+
+
+def _hard_loss_of(step: dict, teacher_run, tmp_path, monkeypatch) -> tuple[dict, np.ndarray]:
+    """The terms and class weights a one-step recipe builds its hard loss with (stopped there)."""
+    import roverlite.train.losses as losses
+
+    seen = {}
+
+    def capture(terms, num_classes, ignore_index, class_weights=None, *args, **kwargs):
+        seen.update(terms=dict(terms), weights=np.asarray(class_weights))
+        raise _Stop
+
+    monkeypatch.setattr(losses, "build_loss", capture)
+    with pytest.raises(_Stop):
+        run_recipe(teacher_run, _recipe(step, gate=LOOSE_GATE), tmp_path / "out", progress=False)
+    return seen["terms"], seen["weights"]
+
+
+_TRAINING_STEPS = [
+    {"structured": {"keep_ratio": 1.0, "epochs": 1}},
+    {"qat": {"epochs": 1}},
+    {"prune": {"target_sparsity": 0.5, "epochs": 1}},
+    {"distill": {"student": "unet_tiny", "epochs": 1}},
+]
+
+
+@pytest.mark.parametrize("step", _TRAINING_STEPS, ids=lambda step: next(iter(step)))
+@pytest.mark.parametrize("weighting", [None, "none", "inverse"])
+def test_a_step_class_weighting_replaces_the_run_weighting_in_its_hard_loss(
+    teacher_run, tmp_path, monkeypatch, step, weighting
+):
+    from roverlite.data.loader import load_split
+    from roverlite.train.losses import class_weights_from_counts
+
+    kind = next(iter(step))
+    step = {kind: {**step[kind], "class_weighting": weighting}}
+    _, got = _hard_loss_of(step, teacher_run, tmp_path, monkeypatch)
+    cfg = load_config(teacher_run / "config.yaml")
+    counts = np.bincount(load_split(cfg.data, "train").masks.reshape(-1), minlength=256)[: cfg.data.num_classes]
+    want = class_weights_from_counts(counts, weighting or cfg.train.class_weighting)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    if weighting is not None:  # the run's own weights differ, so the step's setting is what counted
+        assert not np.allclose(got, class_weights_from_counts(counts, cfg.train.class_weighting))
+
+
+@pytest.mark.parametrize("step", _TRAINING_STEPS, ids=lambda step: next(iter(step)))
+def test_a_step_loss_replaces_the_run_loss_terms(teacher_run, tmp_path, monkeypatch, step):
+    run_terms = dict(load_config(teacher_run / "config.yaml").train.loss)
+    assert _hard_loss_of(step, teacher_run, tmp_path, monkeypatch)[0] == run_terms
+    kind = next(iter(step))
+    step = {kind: {**step[kind], "loss": {"cross_entropy": 1, "dice": 2.0}}}
+    assert run_terms != {"cross_entropy": 1.0, "dice": 2.0}
+    assert _hard_loss_of(step, teacher_run, tmp_path / "2", monkeypatch)[0] == {"cross_entropy": 1.0, "dice": 2.0}
+
+
+def test_structured_class_weighted_kd_uses_the_step_class_weighting(teacher_run, tmp_path, monkeypatch):
+    step = {"structured": {"keep_ratio": 1.0, "epochs": 1, "alpha": 0.5, "class_weighted_kd": True,
+                           "class_weighting": "none"}}
+    weights = _distill_config_of(step, teacher_run, tmp_path, monkeypatch).class_weights
+    assert list(weights) == [1.0] * len(weights)
 
 
 def test_structured_class_weighted_kd_without_distillation_is_refused():

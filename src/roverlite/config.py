@@ -35,6 +35,13 @@ DEFAULT_COLORS = (
 )
 
 
+# Ways to weight classes in the hard loss (train.class_weighting, a recipe step's class_weighting);
+# roverlite.train.losses.class_weights_from_counts computes them.
+CLASS_WEIGHTINGS = ("none", "inverse", "inverse_sqrt", "median")
+# Terms of the hard loss (train.loss, a recipe step's loss); roverlite.train.losses.build_loss builds them.
+LOSS_TERMS = ("cross_entropy", "dice", "focal")
+
+
 class ConfigError(ValueError):
     """A configuration value or key is not valid."""
 
@@ -43,6 +50,25 @@ def did_you_mean(name: str, options: Sequence[str]) -> str:
     """Return ' Did you mean "x"?' for the closest option, or '' when nothing is close."""
     close = difflib.get_close_matches(str(name), [str(o) for o in options], n=1, cutoff=0.5)
     return f' Did you mean "{close[0]}"?' if close else ""
+
+
+def check_loss_terms(terms: Mapping[str, float], where: str) -> None:
+    """Refuse a loss mapping (``train.loss``, a recipe step's ``loss``) that is empty, names an
+    unknown term or has a weight that is not a finite number > 0.
+
+    Raises:
+        ConfigError: naming ``where``, the term and the closest valid name.
+    """
+    _require(bool(terms), f"{where} needs at least one term, e.g. {{cross_entropy: 1.0}}.")
+    for name, weight in terms.items():
+        _require(
+            name in LOSS_TERMS,
+            f"{where} term must be one of {LOSS_TERMS}. Received: {name!r}." + did_you_mean(name, LOSS_TERMS),
+        )
+        _require(
+            math.isfinite(float(weight)) and float(weight) > 0,
+            f"{where}.{name} weight must be a finite number > 0. Received: {weight}.",
+        )
 
 
 def _is_int(value: Any) -> bool:
@@ -339,23 +365,12 @@ class TrainConfig:
             self.patience is None or self.patience >= 1,
             f"train.patience must be >= 1 or null. Received: {self.patience}.",
         )
-        weightings = ("none", "inverse", "inverse_sqrt", "median")
         _require(
-            self.class_weighting in weightings,
-            f"train.class_weighting must be one of {weightings}. Received: {self.class_weighting!r}."
-            + did_you_mean(self.class_weighting, weightings),
+            self.class_weighting in CLASS_WEIGHTINGS,
+            f"train.class_weighting must be one of {CLASS_WEIGHTINGS}. Received: {self.class_weighting!r}."
+            + did_you_mean(self.class_weighting, CLASS_WEIGHTINGS),
         )
-        losses = ("cross_entropy", "dice", "focal")
-        _require(bool(self.loss), "train.loss needs at least one term, e.g. {cross_entropy: 1.0}.")
-        for name, weight in self.loss.items():
-            _require(
-                name in losses,
-                f"train.loss term must be one of {losses}. Received: {name!r}." + did_you_mean(name, losses),
-            )
-            _require(
-                math.isfinite(float(weight)) and float(weight) > 0,
-                f"train.loss.{name} weight must be a finite number > 0. Received: {weight}.",
-            )
+        check_loss_terms(self.loss, "train.loss")
         strategies = ("auto", "none", "mirrored", "multiworker")
         _require(
             self.strategy in strategies,

@@ -46,7 +46,7 @@ from types import MappingProxyType
 from typing import Any, ClassVar
 
 from roverlite.compress.gate import GateConfig
-from roverlite.config import ConfigError, did_you_mean, from_plain, to_plain
+from roverlite.config import CLASS_WEIGHTINGS, ConfigError, check_loss_terms, did_you_mean, from_plain, to_plain
 
 __all__ = [
     "STEP_KINDS",
@@ -77,8 +77,12 @@ class DistillStep:
         epochs: passes over the train split.
         temperature, alpha, feature_weight: as in :class:`~roverlite.compress.distill.DistillConfig`;
             ``alpha: 0`` trains the same student on the labels alone (the from-scratch ablation).
-        class_weighted_kd: weight the soft term's pixels by the run's class weights (those of the
-            hard loss, ``train.class_weighting``), so rare classes count as much in both terms.
+        class_weighted_kd: weight the soft term's pixels by the class weights of the hard loss, so
+            rare classes count as much in both terms.
+        class_weighting: class weights of this step's hard loss, one of ``none``, ``inverse``,
+            ``inverse_sqrt``, ``median`` (see ``train.class_weighting``); default (null): the run's.
+        loss: terms of this step's hard loss, as ``train.loss`` (e.g. ``{cross_entropy: 1.0,
+            dice: 2.0}``); default (null): the run's.
         learning_rate: peak rate (default: the run's ``train.learning_rate``).
     """
 
@@ -91,6 +95,8 @@ class DistillStep:
     alpha: float = 0.5
     feature_weight: float = 0.0
     class_weighted_kd: bool = False
+    class_weighting: str | None = None
+    loss: Mapping[str, float] | None = None
     learning_rate: float | None = None
 
     def __post_init__(self) -> None:
@@ -104,6 +110,8 @@ class DistillStep:
         object.__setattr__(self, "student_overrides", dict(self.student_overrides))
         _check_count(self.epochs, "distill.epochs", 1)
         _check_rate(self.learning_rate, "distill.learning_rate")
+        _check_weighting(self.class_weighting, "distill.class_weighting")
+        _check_loss(self, "distill.loss")
         from roverlite.compress.distill import DistillConfig
 
         DistillConfig(temperature=self.temperature, alpha=self.alpha, feature_weight=self.feature_weight)
@@ -119,6 +127,10 @@ class PruneStep:
         frequency: optimiser steps between mask updates (default: about 8 updates over the
             fine-tuning, at most 100 steps apart; see ``steps.auto_frequency``).
         learning_rate: peak rate (default: a tenth of ``train.learning_rate``).
+        class_weighting: class weights of this step's hard loss, one of ``none``, ``inverse``,
+            ``inverse_sqrt``, ``median`` (see ``train.class_weighting``); default (null): the run's.
+        loss: terms of this step's hard loss, as ``train.loss`` (e.g. ``{cross_entropy: 1.0,
+            dice: 2.0}``); default (null): the run's.
     """
 
     kind: ClassVar[str] = "prune"
@@ -130,11 +142,15 @@ class PruneStep:
     end_fraction: float | None = None
     skip_layers: tuple[str, ...] = ("logits",)
     learning_rate: float | None = None
+    class_weighting: str | None = None
+    loss: Mapping[str, float] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "skip_layers", tuple(self.skip_layers))
         _check_count(self.epochs, "prune.epochs", 1)
         _check_rate(self.learning_rate, "prune.learning_rate")
+        _check_weighting(self.class_weighting, "prune.class_weighting")
+        _check_loss(self, "prune.loss")
         from roverlite.compress.prune import PruneConfig
 
         PruneConfig(
@@ -158,8 +174,12 @@ class StructuredStep:
             learns from the unpruned one (the step's input, frozen) as a distilled student does,
             with ``1 - alpha`` on the labels. 0 (default): labels only.
         temperature: softmax temperature of that term (as in ``distill``).
-        class_weighted_kd: weight that term's pixels by the run's class weights (as in ``distill``);
-            needs ``alpha > 0``.
+        class_weighted_kd: weight that term's pixels by the hard loss's class weights (as in
+            ``distill``); needs ``alpha > 0``.
+        class_weighting: class weights of this step's hard loss, one of ``none``, ``inverse``,
+            ``inverse_sqrt``, ``median`` (see ``train.class_weighting``); default (null): the run's.
+        loss: terms of this step's hard loss, as ``train.loss`` (e.g. ``{cross_entropy: 1.0,
+            dice: 2.0}``); default (null): the run's.
     """
 
     kind: ClassVar[str] = "structured"
@@ -171,6 +191,8 @@ class StructuredStep:
     alpha: float = 0.0
     temperature: float = 1.0
     class_weighted_kd: bool = False
+    class_weighting: str | None = None
+    loss: Mapping[str, float] | None = None
 
     def __post_init__(self) -> None:
         from roverlite.compress.structured import CRITERIA
@@ -183,6 +205,8 @@ class StructuredStep:
             )
         _check_count(self.epochs, "structured.epochs", 0)
         _check_rate(self.learning_rate, "structured.learning_rate")
+        _check_weighting(self.class_weighting, "structured.class_weighting")
+        _check_loss(self, "structured.loss")
         from roverlite.compress.distill import DistillConfig
 
         DistillConfig(temperature=self.temperature, alpha=self.alpha)
@@ -206,6 +230,10 @@ class QatStep:
         epochs: fine-tuning epochs.
         preserve_sparsity: keep a pruned model's zeros (PQAT).
         learning_rate: peak rate (default: a tenth of ``train.learning_rate``).
+        class_weighting: class weights of this step's hard loss, one of ``none``, ``inverse``,
+            ``inverse_sqrt``, ``median`` (see ``train.class_weighting``); default (null): the run's.
+        loss: terms of this step's hard loss, as ``train.loss`` (e.g. ``{cross_entropy: 1.0,
+            dice: 2.0}``); default (null): the run's.
     """
 
     kind: ClassVar[str] = "qat"
@@ -213,10 +241,14 @@ class QatStep:
     epochs: int = 2
     preserve_sparsity: bool = False
     learning_rate: float | None = None
+    class_weighting: str | None = None
+    loss: Mapping[str, float] | None = None
 
     def __post_init__(self) -> None:
         _check_count(self.epochs, "qat.epochs", 1)
         _check_rate(self.learning_rate, "qat.learning_rate")
+        _check_weighting(self.class_weighting, "qat.class_weighting")
+        _check_loss(self, "qat.loss")
 
 
 @dataclass(frozen=True)
@@ -437,6 +469,20 @@ def _check_count(value: Any, where: str, minimum: int) -> None:
 def _check_rate(value: Any, where: str) -> None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
         raise ConfigError(f"Expected {where} > 0 or null (the step's default). Received: {value!r}.")
+
+
+def _check_weighting(value: Any, where: str) -> None:
+    if value is not None and value not in CLASS_WEIGHTINGS:
+        raise ConfigError(
+            f"Expected {where} in {CLASS_WEIGHTINGS} or null (the run's train.class_weighting). "
+            f"Received: {value!r}." + did_you_mean(str(value), CLASS_WEIGHTINGS)
+        )
+
+
+def _check_loss(step: Any, where: str) -> None:
+    if step.loss is not None:
+        check_loss_terms(step.loss, where)
+        object.__setattr__(step, "loss", {name: float(weight) for name, weight in step.loss.items()})
 
 
 def _keep_ratio(value: Any) -> float | tuple[float, ...]:

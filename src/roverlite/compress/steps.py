@@ -4,8 +4,9 @@ Every step that trains uses the run's own training recipe, so a compressed model
 teacher learnt on: the train split through :func:`roverlite.data.pipeline.make_dataset` with the
 run config's ``data`` and ``augment`` sections, :func:`roverlite.train.losses.build_loss` with
 ``train.loss`` and class weights from the split's pixel counts (``train.class_weighting``), and
-:func:`roverlite.train.optim.build_optimizer` (AdamW, cosine decay). Only the learning rate and
-the epochs come from the step (see :data:`DEFAULT_LR_FRACTION`).
+:func:`roverlite.train.optim.build_optimizer` (AdamW, cosine decay). Only the learning rate, the
+epochs and, when a step names one, the class weighting come from the step (see
+:data:`DEFAULT_LR_FRACTION`).
 
 Each ``run_*`` function takes a step, the current Keras model and a :class:`FineTune`, and
 returns ``(new model, details)``; ``details`` is JSON-ready and lands in ``recipe_result.json``.
@@ -60,8 +61,8 @@ class FineTune:
         self.cfg = cfg
         self.images, self.masks = images, masks
         self.progress = progress
-        counts = np.bincount(masks.reshape(-1), minlength=256)[: cfg.data.num_classes].astype(np.float64)
-        self.class_weights = class_weights_from_counts(counts, cfg.train.class_weighting)
+        self.pixel_counts = np.bincount(masks.reshape(-1), minlength=256)[: cfg.data.num_classes].astype(np.float64)
+        self.class_weights = class_weights_from_counts(self.pixel_counts, cfg.train.class_weighting)
         self.steps = int(self._dataset(0).cardinality())
 
     def _dataset(self, seed: int) -> Any:
@@ -80,12 +81,23 @@ class FineTune:
         """
         return self._dataset(self.cfg.train.seed * 100_003 + 7_919 * index).repeat()
 
-    def loss(self) -> Any:
-        """The run's loss (``train.loss`` terms, class weights, ignore label)."""
+    def weights(self, class_weighting: str | None = None) -> np.ndarray:
+        """Class weights of the train split by ``class_weighting`` (default: the run's ``train.class_weighting``)."""
+        from roverlite.train.losses import class_weights_from_counts
+
+        if class_weighting is None:
+            return self.class_weights
+        return class_weights_from_counts(self.pixel_counts, class_weighting)
+
+    def loss(self, step: Any = None) -> Any:
+        """The hard loss of ``step``: its ``loss`` terms and ``class_weighting`` where it sets them,
+        else the run's (``train.loss``, ``train.class_weighting``); the ignore label always."""
         from roverlite.train.losses import build_loss
 
         data, train = self.cfg.data, self.cfg.train
-        return build_loss(train.loss, data.num_classes, data.ignore_index, self.class_weights, train.focal_gamma)
+        terms = getattr(step, "loss", None) or train.loss
+        weights = self.weights(getattr(step, "class_weighting", None))
+        return build_loss(terms, data.num_classes, data.ignore_index, weights, train.focal_gamma)
 
     def learning_rate(self, kind: str, value: float | None) -> float:
         """``value``, or the run's rate scaled by :data:`DEFAULT_LR_FRACTION` for the step kind."""
@@ -148,14 +160,15 @@ def run_distill(step: DistillStep, model: keras.Model, ctx: FineTune, index: int
     cfg = DistillConfig(
         temperature=step.temperature, alpha=step.alpha, feature_weight=step.feature_weight,
         ignore_index=ctx.cfg.data.ignore_index,
-        class_weights=ctx.class_weights if step.class_weighted_kd else None,  # DistillConfig makes floats
+        class_weights=ctx.weights(step.class_weighting) if step.class_weighted_kd else None,  # made floats
     )
     learning_rate = ctx.learning_rate("distill", step.learning_rate)
     bar = ctx.bar(f"{index} distill -> {step.student}", step.epochs)
     distill(
         model, student, ctx.dataset(index), None, cfg, step.epochs,
         optimizer=ctx.optimizer(learning_rate, step.epochs, ctx.cfg.train.warmup_epochs),
-        hard_loss=ctx.loss(), steps_per_epoch=ctx.steps, callbacks=[bar], jit_compile=ctx.cfg.train.jit_compile,
+        hard_loss=ctx.loss(step), steps_per_epoch=ctx.steps, callbacks=[bar],
+        jit_compile=ctx.cfg.train.jit_compile,
     )
     details = {"teacher": model.name, "student": step.student, "learning_rate": learning_rate}
     return student, {**details, "last_epoch": bar.last_logs}
@@ -173,7 +186,7 @@ def run_prune(step: PruneStep, model: keras.Model, ctx: FineTune, index: int) ->
     learning_rate = ctx.learning_rate("prune", step.learning_rate)
     bar = ctx.bar(f"{index} prune {step.target_sparsity:.0%}", step.epochs)
     fine_tune_pruned(
-        pruned, ctx.dataset(index), step.epochs, ctx.steps, ctx.loss(),
+        pruned, ctx.dataset(index), step.epochs, ctx.steps, ctx.loss(step),
         ctx.optimizer(learning_rate, step.epochs), callbacks=[bar],
     )
     stripped = strip(pruned)
@@ -205,15 +218,16 @@ def run_structured(
     if step.alpha > 0:
         cfg = DistillConfig(
             temperature=step.temperature, alpha=step.alpha, ignore_index=ctx.cfg.data.ignore_index,
-            class_weights=ctx.class_weights if step.class_weighted_kd else None,
+            class_weights=ctx.weights(step.class_weighting) if step.class_weighted_kd else None,
         )
         distill(
-            model, thin, ctx.dataset(index), None, cfg, step.epochs, optimizer=optimizer, hard_loss=ctx.loss(),
-            steps_per_epoch=ctx.steps, callbacks=[bar], jit_compile=ctx.cfg.train.jit_compile,
+            model, thin, ctx.dataset(index), None, cfg, step.epochs, optimizer=optimizer,
+            hard_loss=ctx.loss(step), steps_per_epoch=ctx.steps, callbacks=[bar],
+            jit_compile=ctx.cfg.train.jit_compile,
         )
         details.update(distilled_from=model.name, alpha=step.alpha, temperature=step.temperature)
     else:
-        thin.compile(optimizer=optimizer, loss=ctx.loss(), jit_compile=ctx.cfg.train.jit_compile)
+        thin.compile(optimizer=optimizer, loss=ctx.loss(step), jit_compile=ctx.cfg.train.jit_compile)
         thin.fit(ctx.dataset(index), epochs=step.epochs, steps_per_epoch=ctx.steps, callbacks=[bar], verbose=0)
     details.update(learning_rate=learning_rate, last_epoch=bar.last_logs)
     return thin, details
@@ -225,7 +239,7 @@ def run_qat(step: QatStep, model: keras.Model, ctx: FineTune, index: int) -> tup
     learning_rate = ctx.learning_rate("qat", step.learning_rate)
     bar = ctx.bar(f"{index} qat", step.epochs)
     fine_tune_qat(
-        qat, ctx.dataset(index), step.epochs, ctx.steps, ctx.loss(),
+        qat, ctx.dataset(index), step.epochs, ctx.steps, ctx.loss(step),
         ctx.optimizer(learning_rate, step.epochs), callbacks=[bar],
     )
     details: dict[str, Any] = {"learning_rate": learning_rate, "last_epoch": bar.last_logs}

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from roverlite._tf import keras, tf
-from roverlite.config import did_you_mean
+from roverlite.config import CLASS_WEIGHTINGS, did_you_mean
 
 __all__ = [
     "WEIGHTING_METHODS",
@@ -49,7 +49,7 @@ __all__ = [
     "weighted_mean",
 ]
 
-WEIGHTING_METHODS = ("none", "inverse", "inverse_sqrt", "median")
+WEIGHTING_METHODS = CLASS_WEIGHTINGS
 
 _DICE_EPS = 1e-6
 
