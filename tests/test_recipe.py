@@ -63,6 +63,8 @@ def test_every_step_kind_round_trips_with_non_default_values(tmp_path):
          "'steps\\[0\\].prune.target_sparsty'. Did you mean \"target_sparsity\""),
         ({"name": "r", "steps": [{"qat": {}}], "gates": {}}, "Unknown recipe key 'gates'. Did you mean \"gate\""),
         ({"name": "r", "steps": [{"qat": {}}], "gate": {"max_miou_dorp": 1}}, 'Did you mean "max_miou_drop"'),
+        ({"name": "r", "steps": [{"qat": {}}], "gate": {"enforce": "final"}},
+         "Expected gate.enforce in \\('every_step', 'final_step'\\). Received: 'final'. Did you mean \"final_step\""),
         ({"name": "r", "steps": [{"export": {"formats": ["tflite_int"]}}]},
          'steps\\[0\\].export.*Did you mean "tflite_int8"'),
         ({"name": "r", "steps": [{"prune": {"target_sparsity": 1.5}}]}, "steps\\[0\\].prune: Expected target_sparsity"),
@@ -374,6 +376,27 @@ def test_broken_floor_stops_the_recipe_with_a_gate_error_naming_step_and_numbers
     assert saved["status"] == "failed" and "1_structured" in saved["message"]
     assert not json.loads((tmp_path / "out" / "1_structured" / "gate.json").read_text())["passed"]
     assert not (tmp_path / "out" / "2_export").exists()
+
+
+def test_final_step_gate_scores_every_step_but_stops_only_at_the_last(teacher_run, tmp_path):
+    recipe = _recipe(
+        {"structured": {"keep_ratio": 0.25, "epochs": 0}}, {"export": {"formats": ["tflite"]}},
+        gate={"max_miou_drop": 0.0, "max_rare_class_drop": 0.0, "rare_classes": ["big_rock"], "enforce": "final_step"},
+    )
+    with pytest.raises(GateError, match=r"Accuracy gate failed at step 2_export"):
+        run_recipe(teacher_run, recipe, tmp_path / "out", progress=False)
+    assert not json.loads((tmp_path / "out" / "1_structured" / "gate.json").read_text())["passed"]
+    saved = json.loads((tmp_path / "out" / "recipe_result.json").read_text())
+    assert saved["status"] == "failed" and "2_export" in saved["message"]
+    result = run_recipe(teacher_run, recipe, tmp_path / "again", progress=False, enforce_gate=False)
+    assert result.status == "failed" and "2_export" in result.message and not result.steps[0].gate[0].passed
+
+
+def test_gate_enforce_every_step_is_the_default_and_final_step_checks_only_the_last():
+    from roverlite.compress.gate import GateConfig
+
+    assert [GateConfig().enforces(i, 3) for i in (1, 2, 3)] == [True, True, True]
+    assert [GateConfig(enforce="final_step").enforces(i, 3) for i in (1, 2, 3)] == [False, False, True]
 
 
 @pytest.mark.slow

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from roverlite.compress.qdebug import QDebugConfig
-from roverlite.config import ConfigError
+from roverlite.config import ConfigError, did_you_mean
 
 __all__ = [
     "GateConfig", "GateError", "GateReport", "compare_to_teacher", "gate_artifact", "raise_if_failed", "write_gate",
@@ -62,6 +62,9 @@ class GateError(ValueError):
 # === Config ===
 
 
+ENFORCE_MODES = ("every_step", "final_step")
+
+
 @dataclass(frozen=True)
 class GateConfig:
     """The floors every step's artifact must stay above.
@@ -76,6 +79,11 @@ class GateConfig:
         max_images: validation images scored (``None`` = the whole split; teacher and artifacts
             always see the same ones).
         qdebug: per-layer quantization error table for int8 TFLite artifacts.
+        enforce: which steps the floors stop: ``every_step`` (default: the first artifact that
+            breaks one stops the recipe) or ``final_step`` (only the last step's artifacts; every
+            earlier step is still scored, and a broken floor there is logged and written to its
+            ``gate.json``). For chains whose intermediate model is not meant to be deployed, such
+            as a distilled student before its fine-tune on the labels.
     """
 
     max_miou_drop: float | None = 0.02
@@ -83,9 +91,15 @@ class GateConfig:
     rare_classes: tuple[str, ...] = ()
     max_images: int | None = None
     qdebug: QDebugConfig = field(default_factory=QDebugConfig)
+    enforce: str = "every_step"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rare_classes", tuple(self.rare_classes))
+        if self.enforce not in ENFORCE_MODES:
+            raise ConfigError(
+                f"Expected gate.enforce in {ENFORCE_MODES}. Received: {self.enforce!r}."
+                + did_you_mean(str(self.enforce), ENFORCE_MODES)
+            )
         for key in ("max_miou_drop", "max_rare_class_drop"):
             value = getattr(self, key)
             number = isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -101,10 +115,12 @@ class GateConfig:
         if self.max_images is not None and (isinstance(self.max_images, bool) or self.max_images < 1):
             raise ConfigError(f"Expected gate.max_images >= 1 or null. Received: {self.max_images!r}.")
 
+    def enforces(self, index: int, count: int) -> bool:
+        """Whether a broken floor at step ``index`` (1-based) of ``count`` fails the recipe."""
+        return self.enforce == "every_step" or index == count
+
     def check_classes(self, classes: Sequence[str]) -> None:
         """Refuse rare classes that are not in ``classes`` (with the closest name suggested)."""
-        from roverlite.config import did_you_mean
-
         for name in self.rare_classes:
             if name not in classes:
                 raise ConfigError(

@@ -166,7 +166,8 @@ def run_recipe(
         progress: tqdm bars for data loading and training.
         enforce_gate: raise :class:`~roverlite.compress.gate.GateError` at the first step whose
             artifact breaks a floor (``False``: record it, finish every step, return ``status="failed"``;
-            for benchmarks and ablations).
+            for benchmarks and ablations). With ``gate.enforce: final_step`` only the last step's
+            floors count, for the error and for ``status``.
 
     Returns:
         The :class:`RecipeResult` (also in ``out_dir/recipe_result.json``).
@@ -189,16 +190,23 @@ def run_recipe(
     keras.utils.set_random_seed(cfg.train.seed)
     model = _load_model(model_or_run_dir, model_file, cfg)
     run = _Run(recipe, cfg, out_dir, progress)
+    count = len(recipe.steps)
     try:
         state = run.start(model, model_file)
         for index, step in enumerate(recipe.steps, 1):
             state = run.step(index, step, state)
-            if enforce_gate:
+            if enforce_gate and recipe.gate.enforces(index, count):
                 raise_if_failed(run.results[-1].gate, run.results[-1].dir / "gate.json")
     except BaseException as err:
         run.write("failed" if isinstance(err, GateError) else "error", str(err))
         raise
-    reasons = [reason for r in run.results for g in r.gate for reason in g.reasons]
+    reasons = [
+        reason
+        for index, r in enumerate(run.results, 1)
+        if recipe.gate.enforces(index, count)
+        for g in r.gate
+        for reason in g.reasons
+    ]
     status, message = ("failed", reasons[0]) if reasons else ("passed", "")
     run.write(status, message)
     logger.info("recipe %s %s: %s", recipe.name, status, out_dir / RESULT_FILE)
