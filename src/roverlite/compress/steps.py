@@ -5,7 +5,7 @@ teacher learnt on: the train split through :func:`roverlite.data.pipeline.make_d
 run config's ``data`` and ``augment`` sections, :func:`roverlite.train.losses.build_loss` with
 ``train.loss`` and class weights from the split's pixel counts (``train.class_weighting``), and
 :func:`roverlite.train.optim.build_optimizer` (AdamW, cosine decay). Only the learning rate, the
-epochs and, when a step names one, the class weighting come from the step (see
+epochs and, when a step sets them, the loss terms and class weighting come from the step (see
 :data:`DEFAULT_LR_FRACTION`).
 
 Each ``run_*`` function takes a step, the current Keras model and a :class:`FineTune`, and
