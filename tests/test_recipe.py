@@ -249,20 +249,26 @@ class _Stop(Exception):
     pass
 
 
-def _distill_config_of(step: dict, teacher_run, tmp_path, monkeypatch):
-    """The DistillConfig a one-step recipe hands to ``distill`` (stopped there, nothing trains)."""
-    import roverlite.compress.steps as steps
+def _first_call(module, name: str, step: dict, teacher_run, tmp_path, monkeypatch) -> tuple:
+    """The arguments of the first ``module.name`` call a one-step recipe makes (stopped there, nothing trains)."""
+    seen = []
 
-    seen = {}
-
-    def capture(teacher, student, train_ds, val_data, cfg, *args, **kwargs):
-        seen["cfg"] = cfg
+    def capture(*args, **kwargs):
+        seen.append((args, kwargs))
         raise _Stop
 
-    monkeypatch.setattr(steps, "distill", capture)
+    monkeypatch.setattr(module, name, capture)
     with pytest.raises(_Stop):
         run_recipe(teacher_run, _recipe(step, gate=LOOSE_GATE), tmp_path / "out", progress=False)
-    return seen["cfg"]
+    return seen[0]
+
+
+def _distill_config_of(step: dict, teacher_run, tmp_path, monkeypatch):
+    """The DistillConfig a one-step recipe hands to ``distill``."""
+    import roverlite.compress.steps as steps
+
+    args, _ = _first_call(steps, "distill", step, teacher_run, tmp_path, monkeypatch)
+    return args[4]
 
 
 @pytest.mark.parametrize("weighted", [False, True])
@@ -291,19 +297,11 @@ def test_structured_class_weighted_kd_hands_the_class_weights_to_the_soft_term(t
 
 
 def _hard_loss_of(step: dict, teacher_run, tmp_path, monkeypatch) -> tuple[dict, np.ndarray]:
-    """The terms and class weights a one-step recipe builds its hard loss with (stopped there)."""
+    """The terms and class weights a one-step recipe builds its hard loss with."""
     import roverlite.train.losses as losses
 
-    seen = {}
-
-    def capture(terms, num_classes, ignore_index, class_weights=None, *args, **kwargs):
-        seen.update(terms=dict(terms), weights=np.asarray(class_weights))
-        raise _Stop
-
-    monkeypatch.setattr(losses, "build_loss", capture)
-    with pytest.raises(_Stop):
-        run_recipe(teacher_run, _recipe(step, gate=LOOSE_GATE), tmp_path / "out", progress=False)
-    return seen["terms"], seen["weights"]
+    args, _ = _first_call(losses, "build_loss", step, teacher_run, tmp_path, monkeypatch)
+    return dict(args[0]), np.asarray(args[3])
 
 
 _TRAINING_STEPS = [

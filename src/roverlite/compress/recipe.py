@@ -14,6 +14,11 @@ closest valid name): ``distill`` (:class:`DistillStep`), ``prune`` (:class:`Prun
 ``structured`` (:class:`StructuredStep`), ``qat`` (:class:`QatStep`), ``export``
 (:class:`ExportStep`); the ``gate`` section is a :class:`~roverlite.compress.gate.GateConfig`.
 
+Hard loss: every training step (``distill``, ``prune``, ``structured``, ``qat``) trains with the
+run's ``train.loss`` terms and ``train.class_weighting``. A step replaces them for itself alone with
+``loss`` (terms as in ``train.loss``, e.g. ``{cross_entropy: 1.0, dice: 2.0}``) and
+``class_weighting`` (``none``, ``inverse``, ``inverse_sqrt`` or ``median``); null keeps the run's.
+
 Order rules, checked when the recipe is built (so before any data is read or model trained),
 each error giving its reason:
 
@@ -79,10 +84,7 @@ class DistillStep:
             ``alpha: 0`` trains the same student on the labels alone (the from-scratch ablation).
         class_weighted_kd: weight the soft term's pixels by the class weights of the hard loss, so
             rare classes count as much in both terms.
-        class_weighting: class weights of this step's hard loss, one of ``none``, ``inverse``,
-            ``inverse_sqrt``, ``median`` (see ``train.class_weighting``); default (null): the run's.
-        loss: terms of this step's hard loss, as ``train.loss`` (e.g. ``{cross_entropy: 1.0,
-            dice: 2.0}``); default (null): the run's.
+        class_weighting, loss: this step's hard loss (see "Hard loss" in the module docstring).
         learning_rate: peak rate (default: the run's ``train.learning_rate``).
     """
 
@@ -110,8 +112,7 @@ class DistillStep:
         object.__setattr__(self, "student_overrides", dict(self.student_overrides))
         _check_count(self.epochs, "distill.epochs", 1)
         _check_rate(self.learning_rate, "distill.learning_rate")
-        _check_weighting(self.class_weighting, "distill.class_weighting")
-        _check_loss(self, "distill.loss")
+        _check_hard_loss(self, "distill")
         from roverlite.compress.distill import DistillConfig
 
         DistillConfig(temperature=self.temperature, alpha=self.alpha, feature_weight=self.feature_weight)
@@ -127,10 +128,7 @@ class PruneStep:
         frequency: optimiser steps between mask updates (default: about 8 updates over the
             fine-tuning, at most 100 steps apart; see ``steps.auto_frequency``).
         learning_rate: peak rate (default: a tenth of ``train.learning_rate``).
-        class_weighting: class weights of this step's hard loss, one of ``none``, ``inverse``,
-            ``inverse_sqrt``, ``median`` (see ``train.class_weighting``); default (null): the run's.
-        loss: terms of this step's hard loss, as ``train.loss`` (e.g. ``{cross_entropy: 1.0,
-            dice: 2.0}``); default (null): the run's.
+        class_weighting, loss: this step's hard loss (see "Hard loss" in the module docstring).
     """
 
     kind: ClassVar[str] = "prune"
@@ -149,8 +147,7 @@ class PruneStep:
         object.__setattr__(self, "skip_layers", tuple(self.skip_layers))
         _check_count(self.epochs, "prune.epochs", 1)
         _check_rate(self.learning_rate, "prune.learning_rate")
-        _check_weighting(self.class_weighting, "prune.class_weighting")
-        _check_loss(self, "prune.loss")
+        _check_hard_loss(self, "prune")
         from roverlite.compress.prune import PruneConfig
 
         PruneConfig(
@@ -176,10 +173,7 @@ class StructuredStep:
         temperature: softmax temperature of that term (as in ``distill``).
         class_weighted_kd: weight that term's pixels by the hard loss's class weights (as in
             ``distill``); needs ``alpha > 0``.
-        class_weighting: class weights of this step's hard loss, one of ``none``, ``inverse``,
-            ``inverse_sqrt``, ``median`` (see ``train.class_weighting``); default (null): the run's.
-        loss: terms of this step's hard loss, as ``train.loss`` (e.g. ``{cross_entropy: 1.0,
-            dice: 2.0}``); default (null): the run's.
+        class_weighting, loss: this step's hard loss (see "Hard loss" in the module docstring).
     """
 
     kind: ClassVar[str] = "structured"
@@ -205,8 +199,7 @@ class StructuredStep:
             )
         _check_count(self.epochs, "structured.epochs", 0)
         _check_rate(self.learning_rate, "structured.learning_rate")
-        _check_weighting(self.class_weighting, "structured.class_weighting")
-        _check_loss(self, "structured.loss")
+        _check_hard_loss(self, "structured")
         from roverlite.compress.distill import DistillConfig
 
         DistillConfig(temperature=self.temperature, alpha=self.alpha)
@@ -230,10 +223,7 @@ class QatStep:
         epochs: fine-tuning epochs.
         preserve_sparsity: keep a pruned model's zeros (PQAT).
         learning_rate: peak rate (default: a tenth of ``train.learning_rate``).
-        class_weighting: class weights of this step's hard loss, one of ``none``, ``inverse``,
-            ``inverse_sqrt``, ``median`` (see ``train.class_weighting``); default (null): the run's.
-        loss: terms of this step's hard loss, as ``train.loss`` (e.g. ``{cross_entropy: 1.0,
-            dice: 2.0}``); default (null): the run's.
+        class_weighting, loss: this step's hard loss (see "Hard loss" in the module docstring).
     """
 
     kind: ClassVar[str] = "qat"
@@ -247,8 +237,7 @@ class QatStep:
     def __post_init__(self) -> None:
         _check_count(self.epochs, "qat.epochs", 1)
         _check_rate(self.learning_rate, "qat.learning_rate")
-        _check_weighting(self.class_weighting, "qat.class_weighting")
-        _check_loss(self, "qat.loss")
+        _check_hard_loss(self, "qat")
 
 
 @dataclass(frozen=True)
@@ -471,17 +460,16 @@ def _check_rate(value: Any, where: str) -> None:
         raise ConfigError(f"Expected {where} > 0 or null (the step's default). Received: {value!r}.")
 
 
-def _check_weighting(value: Any, where: str) -> None:
-    if value is not None and value not in CLASS_WEIGHTINGS:
+def _check_hard_loss(step: Any, kind: str) -> None:
+    """Refuse a bad ``class_weighting`` or ``loss`` of a training step; store the loss weights as floats."""
+    weighting = step.class_weighting
+    if weighting is not None and weighting not in CLASS_WEIGHTINGS:
         raise ConfigError(
-            f"Expected {where} in {CLASS_WEIGHTINGS} or null (the run's train.class_weighting). "
-            f"Received: {value!r}." + did_you_mean(str(value), CLASS_WEIGHTINGS)
+            f"Expected {kind}.class_weighting in {CLASS_WEIGHTINGS} or null (the run's train.class_weighting). "
+            f"Received: {weighting!r}." + did_you_mean(str(weighting), CLASS_WEIGHTINGS)
         )
-
-
-def _check_loss(step: Any, where: str) -> None:
     if step.loss is not None:
-        check_loss_terms(step.loss, where)
+        check_loss_terms(step.loss, f"{kind}.loss")
         object.__setattr__(step, "loss", {name: float(weight) for name, weight in step.loss.items()})
 
 

@@ -56,13 +56,10 @@ class FineTune:
     """
 
     def __init__(self, cfg: Config, images: np.ndarray, masks: np.ndarray, progress: bool = True) -> None:
-        from roverlite.train.losses import class_weights_from_counts
-
         self.cfg = cfg
         self.images, self.masks = images, masks
         self.progress = progress
         self.pixel_counts = np.bincount(masks.reshape(-1), minlength=256)[: cfg.data.num_classes].astype(np.float64)
-        self.class_weights = class_weights_from_counts(self.pixel_counts, cfg.train.class_weighting)
         self.steps = int(self._dataset(0).cardinality())
 
     def _dataset(self, seed: int) -> Any:
@@ -85,9 +82,7 @@ class FineTune:
         """Class weights of the train split by ``class_weighting`` (default: the run's ``train.class_weighting``)."""
         from roverlite.train.losses import class_weights_from_counts
 
-        if class_weighting is None:
-            return self.class_weights
-        return class_weights_from_counts(self.pixel_counts, class_weighting)
+        return class_weights_from_counts(self.pixel_counts, class_weighting or self.cfg.train.class_weighting)
 
     def loss(self, step: Any = None) -> Any:
         """The hard loss of ``step``: its ``loss`` terms and ``class_weighting`` where it sets them,
