@@ -88,7 +88,7 @@ def test_latency_stats_of_known_timings():
 EXPECTED_FIELDS = {
     "artifact", "runtime", "status", "error", "name", "format", "backend", "runtime_version", "threads",
     "latency_ms", "warmup_runs", "duration_s", "init_ms", "first_inference_ms", "end_to_end_ms", "peak_rss_mb",
-    "rss_mb", "model_rss_mb", "input_shape", "input_dtype", "size_bytes", "sha256", "macs", "accuracy", "profile",
+    "rss_mb", "model_rss_mb", "isolated", "input_shape", "input_dtype", "size_bytes", "sha256", "macs", "accuracy", "profile",
     "timestamp", "gmac_per_s", "cpu", "simd", "os", "arch", "python", "numpy", "usable_cpus", "load_avg",
 }
 
@@ -264,3 +264,32 @@ def test_delegated_nodes_follow_each_partition_back_to_its_inputs():
     assert op_macs("TRANSPOSE_CONV", [(4,), (8, 2, 2, 16), (1, 4, 4, 16)], [(1, 8, 8, 8)]) == 4 * 4 * 16 * 8 * 2 * 2
     assert op_macs("MAX_POOL_2D", [(1, 8, 8, 3)], [(1, 4, 4, 3)]) == 0
     assert math.isfinite(op_macs("CONV_2D", [None, None], [None]))  # unknown shapes count as 0, never raise
+
+
+# === Isolated benchmarks ===
+
+
+def test_isolated_rows_carry_their_own_process_memory_not_this_one(exports, testpack):
+    import resource
+
+    parent_peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # this process holds TensorFlow
+    [isolated] = bench_many([exports["tflite_int8"].path], testpack=testpack, isolate=True, **FAST)
+    [shared] = bench_many([exports["tflite_int8"].path], testpack=testpack, **FAST)
+    assert isolated.ok and isolated.isolated and not shared.isolated
+    assert shared.peak_rss_mb >= parent_peak_mb * 0.99
+    assert isolated.peak_rss_mb < parent_peak_mb / 2
+    assert isolated.accuracy["miou"] == pytest.approx(shared.accuracy["miou"])  # the same artifact, same images
+    assert "each artifact in a process of its own" in format_bench_table([isolated])
+
+
+def test_isolated_benchmark_of_a_damaged_artifact_is_a_failed_row(exports, tmp_path):
+    damaged = tmp_path / "tiny_tflite.tflite"
+    damaged.write_bytes(exports["tflite"].path.read_bytes()[:100])
+    (tmp_path / "tiny_tflite.tflite.json").write_bytes(exports["tflite"].sidecar_path.read_bytes())
+    [row] = bench_many([damaged], isolate=True, **FAST)
+    assert row.status == "failed" and "tiny_tflite.tflite" in row.error and not row.isolated
+
+
+def test_isolation_refuses_interleaved_rounds(exports):
+    with pytest.raises(ValueError, match="one round"):
+        bench_many([exports["tflite"].path], rounds=2, isolate=True)

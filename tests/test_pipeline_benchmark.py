@@ -52,3 +52,43 @@ def test_a_slow_student_or_a_recommended_runtime_that_is_slower_misses(bench):
 def test_no_timed_student_leaves_the_latency_target_unmeasured(bench):
     latency, _ = bench.check_targets([_row("teacher", "teacher float", "float32", litert=15.0)])
     assert latency["value"] is None and latency["met"] is None
+
+
+# === Issue 22: the built-in demo ===
+
+
+def _demo_rows(student_miou=0.78, student_rock=0.45, student_p50=1.5, int8_p50=3.0):
+    teacher = {**_row("t", "teacher float", "float32", litert=6.0), "artifact": "t.tflite", "miou": 0.80,
+               "per_class_iou": {"big_rock": 0.50}}
+    teacher_int8 = {**_row("t8", "teacher int8", "int8", litert=int8_p50), "artifact": "t8.tflite", "miou": 0.80}
+    student = {**_row("s", "student", "int8", litert=student_p50), "artifact": "s.tflite", "miou": student_miou,
+               "per_class_iou": {"big_rock": student_rock}}
+    return [teacher, teacher_int8, student], {"artifact": "s.tflite", "gate": {"passed": True, "reasons": []}}
+
+
+def test_demo_targets_are_met_by_an_accurate_fast_deliverable(bench):
+    rows, deliverable = _demo_rows()
+    targets = bench.check_demo_targets(rows, deliverable, ["big_rock"], wall=200.0)
+    assert [t["met"] for t in targets] == [True] * 6, targets
+    assert targets[0]["value"] == pytest.approx(0.02) and targets[2]["value"] == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("change, missed", [
+    ({"student_miou": 0.76}, "mIoU drop"),
+    ({"student_rock": 0.39}, "big_rock IoU"),
+    ({"student_p50": 2.5}, "float teacher p50"),
+    ({"int8_p50": 1.4}, "int8 teacher p50"),
+])
+def test_each_demo_target_is_missed_on_its_own(bench, change, missed):
+    rows, deliverable = _demo_rows(**change)
+    failed = [t["target"] for t in bench.check_demo_targets(rows, deliverable, ["big_rock"], wall=200.0)
+              if t["met"] is False]
+    assert len(failed) == 1 and missed in failed[0], failed
+
+
+def test_a_slow_demo_or_a_failed_gate_misses(bench):
+    rows, deliverable = _demo_rows()
+    deliverable["gate"]["passed"] = False
+    failed = [t["target"] for t in bench.check_demo_targets(rows, deliverable, ["big_rock"], wall=301.0)
+              if t["met"] is False]
+    assert failed == ["deliverable passes its gate", "pipeline wall seconds"]

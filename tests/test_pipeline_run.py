@@ -141,3 +141,55 @@ def test_pipeline_refuses_a_compress_folder_together_with_a_recipe(pipeline_run,
     code = main(["pipeline", *TINY, "--recipe", str(recipe), "--compressed", str(out / "compress"),
                  "--out", str(tmp_path / "x")])
     assert code == 2 and "fixes the recipe" in capsys.readouterr().err
+
+
+# === The deliverable's gate decides the exit code ===
+
+
+def _crippled_recipe(path):
+    """A student that learns nothing (learning rate 1e-9) judged by a gate that allows no drop."""
+    path.write_text(
+        "name: crippled\nsteps:\n  - distill: {student: unet_tiny_nearest, epochs: 1, learning_rate: 1.0e-9}\n"
+        "  - export: {formats: [tflite_int8]}\ngate: {max_miou_drop: 0.0}\n"
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def crippled_run(tmp_path_factory):
+    """A tiny teacher trained long enough to beat an untrained student, adopted by a pipeline whose
+    recipe ships that untrained student; gate enforced (the default)."""
+    root = tmp_path_factory.mktemp("crippled")
+    teacher = root / "teacher"
+    assert main(["-q", "train", *TINY, "--set", "train.epochs=12", "--out", str(teacher)]) == 0
+    recipe, run = _crippled_recipe(root / "crippled.yaml"), root / "run"
+    args = [*TINY, "--teacher", str(teacher), "--recipe", str(recipe), "--out", str(run), "--bench-runs", "3"]
+    return main(["-q", "pipeline", *args]), run, args
+
+
+def test_a_deliverable_failing_its_gate_makes_the_pipeline_exit_1_after_writing_the_report(crippled_run, capfd):
+    code, run, _ = crippled_run
+    assert code == 1
+    summary = json.loads((run / "report" / "summary.json").read_text())
+    deliverable = summary["deliverable"]
+    assert deliverable["gate"]["passed"] is False and deliverable["enforced"] is True
+    assert deliverable["artifact"].endswith("crippled-2-export_tflite_int8.tflite")
+    assert any("mIoU" in reason for reason in deliverable["gate"]["reasons"])
+    assert (run / "report" / "report.html").is_file()  # the report is written before the verdict
+
+
+def test_the_failed_deliverable_is_named_in_one_line_and_no_gate_exits_0(crippled_run, capsys):
+    _, run, args = crippled_run
+    assert main(["-q", "pipeline", *args, "--resume"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "deliverable crippled-2-export_tflite_int8.tflite FAILED its gate: " in err[0]
+    assert main(["-q", "pipeline", *args, "--resume", "--no-gate"]) == 0
+    assert "FAILED its gate" not in capsys.readouterr().err
+
+
+def test_pipeline_benchmarks_each_artifact_in_its_own_process(pipeline_run):
+    _, out, _ = pipeline_run
+    rows = json.loads((out / "bench" / "bench.json").read_text())["results"]
+    assert rows and all(r["isolated"] for r in rows if r["status"] == "ok")
+    # A process holding TensorFlow peaks above 400 MiB; a numpy + runtime process with a tiny model does not.
+    assert max(r["peak_rss_mb"] for r in rows) < 400

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import re
@@ -237,3 +238,191 @@ def test_measure_peak_gives_positive_rates_and_matches_precision():
     assert peak.peak_for("float32")[0] == max(peak.fp32_blas_gmacs, peak.fp32_litert_gmacs)
     assert PeakResult.from_dict(json.loads(json.dumps(peak.to_dict()))) == peak
     assert summary_rows([VariantRow("a", "PTQ int8", macs=10)], peak)[0]["peak_fraction"] is None  # no latency
+
+
+# === Human labels, deliverable, memory, Pareto labels (issue 22) ===
+
+STEPS = [{"structured": {}}, {"qat": {}}, {"export": {}}]
+TEACHER = {"source": "roverlite pipeline", "role": "teacher", "source_model": {"sha256": "teacher-model"}}
+
+
+def _step(index, kind, source):
+    return {"recipe": "r", "step": index, "step_kind": kind, "steps": STEPS, "source_model": {"sha256": source}}
+
+
+def _sha(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _fake_artifact(exports, folder, fmt, name, recipe):
+    """A stand-in file with a real sidecar (from the tiny export of ``fmt``) naming ``recipe``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}_{fmt}{exports[fmt].path.suffix}"
+    path.write_bytes(f"stand-in {path.name}".encode())
+    sidecar = json.loads(exports[fmt].sidecar_path.read_text())
+    sidecar.update(name=name, recipe=recipe)
+    sidecar["artifact"] = {**sidecar["artifact"], "file": path.name, "sha256": _sha(path)}
+    sidecar_path(path).write_text(json.dumps(sidecar))
+    return path
+
+
+def _bench_json(rows, path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    results = []
+    for artifact, fmt, p50, peak, miou in rows:
+        stats = {"p50": p50, "p90": p50, "p99": p50, "mean": p50, "std": 0.0, "min": p50, "max": p50, "runs": 3}
+        results.append({
+            "artifact": str(artifact), "runtime": "onnxruntime" if artifact.suffix == ".onnx" else "litert",
+            "name": read_sidecar(artifact).name, "format": fmt, "sha256": _sha(artifact), "latency_ms": stats,
+            "peak_rss_mb": peak, "model_rss_mb": peak / 10, "isolated": True, "size_bytes": 1000,
+            "accuracy": {"miou": miou, "per_class_iou": {**_iou(miou), "big_rock": miou / 2}, "images": 40},
+        })
+    path.write_text(json.dumps({"results": results}))
+
+
+@pytest.fixture
+def fake_run(exports, tmp_path):
+    """A pipeline run: teacher exports, a 3-step recipe (structured, qat, export) and isolated benchmarks."""
+    run = tmp_path / "run"
+    t_float = _fake_artifact(exports, run / "exports", "tflite", "mars-teacher", TEACHER)
+    t_onnx = _fake_artifact(exports, run / "exports", "onnx", "mars-teacher", TEACHER)
+    t_int8 = _fake_artifact(exports, run / "exports", "tflite_int8", "mars-teacher", TEACHER)
+    s1 = _fake_artifact(exports, run / "compress" / "1_structured", "tflite", "r-1-structured", _step(1, "structured", "s1"))
+    s3 = _fake_artifact(exports, run / "compress" / "3_export", "tflite_int8", "r-3-export", _step(3, "export", "s3"))
+    s3_onnx = _fake_artifact(exports, run / "compress" / "3_export", "onnx", "r-3-export", _step(3, "export", "s2"))
+    _bench_json([(t_float, "tflite", 12.0, 70.0, 0.80), (t_onnx, "onnx", 9.0, 90.0, 0.80),
+                 (t_int8, "tflite_int8", 4.0, 40.0, 0.79), (s1, "tflite", 6.0, 50.0, 0.78),
+                 (s3, "tflite_int8", 1.5, 30.0, 0.77), (s3_onnx, "onnx", 3.0, 60.0, 0.775)], run / "bench" / "bench.json")
+    folders = [run / "exports", run / "compress" / "1_structured", run / "compress" / "3_export", run / "bench"]
+    return {"folders": folders, "deliverable": s3}
+
+
+def test_labels_name_teacher_and_student_by_provenance_precision_and_runtime():
+    from roverlite.report.labels import artifact_label, row_label
+
+    assert artifact_label("tflite", TEACHER) == "teacher float"
+    assert artifact_label("tflite_int8", {"step": 0, "step_kind": "teacher", "steps": STEPS}) == "teacher int8"
+    assert artifact_label("onnx", TEACHER) == "teacher float (ONNX)"
+    assert artifact_label("tflite_int8", _step(3, "export", "s")) == "student int8"
+    assert artifact_label("onnx_int8", _step(3, "export", "s")) == "student int8 (ONNX)"
+    assert artifact_label("tflite", _step(1, "structured", "s")) == "student float (step 1 structured)"
+    assert artifact_label("tflite_float16", _step(3, "export", "s")) == "student float16"
+    assert artifact_label("tflite_dynamic", _step(3, "export", "s")) == "student dynamic-range"
+    assert artifact_label("tflite", {"source": "roverlite export"}) is None  # unknown provenance
+    # one model exported by step 1 (TFLite) and the last step (ONNX): named by the last step, no "(ONNX)"
+    sidecars = {"a.tflite": ("tflite", _step(1, "structured", "s")), "b.onnx": ("onnx", _step(3, "export", "s"))}
+    row = VariantRow("r-1_float32", "pruned", artifact="a.tflite", precision="float32",
+                     latency={"litert": {"p50_ms": 1.0, "artifact": "a.tflite"},
+                              "onnxruntime": {"p50_ms": 2.0, "artifact": "b.onnx"}})
+    assert row_label(row, sidecars.get) == "student float"
+    assert row_label(VariantRow("x", "PTQ int8", artifact="c.tflite"), sidecars.get) is None
+
+
+def test_collected_report_names_rows_by_what_they_are_and_keeps_the_file_as_a_detail(fake_run, tmp_path):
+    paths = report_run_dirs(fake_run["folders"], tmp_path / "report", peak=False)
+    summary = json.loads(paths.summary.read_text())
+    labels = {v["name"]: (v["label"], v["file"]) for v in summary["variants"]}
+    assert labels == {
+        # TFLite and ONNX of one model: one row, its file the faster runtime's, no "(ONNX)" in its label
+        "mars-teacher_float32": ("teacher float", "mars-teacher_onnx.onnx"),
+        "mars-teacher_int8": ("teacher int8", "mars-teacher_tflite_int8.tflite"),
+        "r-1-structured_float32": ("student float (step 1 structured)", "r-1-structured_tflite.tflite"),
+        "r-3-export_int8": ("student int8", "r-3-export_tflite_int8.tflite"),
+        "r-3-export_float32": ("student float (ONNX)", "r-3-export_onnx.onnx"),
+    }
+    assert summary["teacher"] == "mars-teacher_float32"
+    markdown = paths.markdown.read_text()
+    assert "| variant | file | kind |" in markdown
+    assert "| student int8 | r-3-export_tflite_int8.tflite |" in markdown
+    assert "| student float (step 1 structured) |" in markdown  # the per-class table too
+    assert "r-3-export_int8" not in markdown  # the stem-based name is no longer what a reader sees
+
+
+def test_report_opens_with_the_deliverable_verdict_and_its_speedup_over_both_teachers(fake_run, tmp_path):
+    reasons = ["mIoU fell 3.0 points. Expected a drop <= 2.0 points."]
+    deliverable = {"artifact": str(fake_run["deliverable"]), "label": None, "step": "3_export",
+                   "gate": {"passed": False, "reasons": reasons, "rare_classes": ["big_rock"]}, "enforced": True}
+    paths = report_run_dirs(fake_run["folders"], tmp_path / "report", peak=False, deliverable=deliverable)
+    markdown = paths.markdown.read_text()
+    sections = re.findall(r"^## (.+)$", markdown, flags=re.MULTILINE)
+    assert sections[0] == "Deliverable" and sections[1] == "Variants"
+    opening = markdown.split("## Variants")[0]
+    assert "student int8 (r-3-export_tflite_int8.tflite, step 3_export): FAILED" in opening and reasons[0] in opening
+    assert "speed-up vs teacher float" in opening and "speed-up vs teacher int8" in opening
+    assert "6.00x" in opening and "2.67x" in opening  # teacher float's fastest (ONNX 9.0 ms) and int8 4.0 ms over 1.5 ms
+    page = paths.html.read_text()
+    assert page.index("Deliverable") < page.index("Variants") and 'class="verdict failed"' in page
+
+    facts = json.loads(paths.summary.read_text())["deliverable"]
+    assert facts["label"] == "student int8" and facts["variant"] == "r-3-export_int8"
+    assert facts["verdict"] == "failed" and facts["enforced"] is True and facts["reasons"] == reasons
+    assert facts["miou"] == 0.77 and facts["delta_miou"] == pytest.approx(-0.03) and facts["p50_ms"] == 1.5
+    assert facts["rare_classes"]["big_rock"] == {"iou": 0.385, "reference_iou": 0.4, "ratio": pytest.approx(0.963)}
+    assert facts["speedup_vs_teacher_float"] == pytest.approx(6.0)
+    assert facts["speedup_vs_teacher_int8"] == pytest.approx(2.667, abs=1e-3)
+    assert facts["size_bytes"] == fake_run["deliverable"].stat().st_size
+
+
+def test_report_without_a_deliverable_has_no_deliverable_section_and_a_bad_one_is_refused(fake_run, tmp_path):
+    paths = report_run_dirs(fake_run["folders"], tmp_path / "report", peak=False)
+    assert "## Deliverable" not in paths.markdown.read_text()
+    assert json.loads(paths.summary.read_text())["deliverable"] is None
+    rows = [VariantRow("s", "PTQ int8", artifact="s.tflite", miou=0.5)]
+    with pytest.raises(ValueError, match="Unknown deliverable keys"):
+        build_report(rows, tmp_path / "r1", deliverable={"artifact": "s.tflite", "verdict": "ok"})
+    with pytest.raises(ValueError, match=r"Expected deliverable\['gate'\]"):
+        build_report(rows, tmp_path / "r2", deliverable={"artifact": "s.tflite", "gate": {"passed": "yes"}})
+    not_gated = build_report(rows, tmp_path / "r3", deliverable={"artifact": "s.tflite", "label": "the robot's model"})
+    assert "the robot's model (s.tflite): not gated" in not_gated.markdown.read_text()
+
+
+@pytest.mark.parametrize("isolated", [True, False])
+def test_memory_header_says_whether_the_peak_is_the_artifact_own_process_or_a_shared_one(isolated, tmp_path):
+    memory = {"p50_ms": 1.0, "peak_rss_mb": 61.9, "model_rss_mb": 2.5, "isolated": isolated}
+    rows = [VariantRow("a", "PTQ int8", miou=0.5, latency={"litert": memory}),
+            VariantRow("b", "teacher float", miou=0.6, latency={"litert": {**memory, "peak_rss_mb": 88.0}})]
+    paths = build_report(rows, tmp_path / "report")
+    header = next(line for line in paths.markdown.read_text().splitlines() if line.startswith("| variant | file"))
+    if isolated:
+        assert "peak RSS MiB (own process) | model MiB (load)" in header and "shared" not in header
+        assert "| 61.9 | 2.5 |" in paths.markdown.read_text()
+    else:
+        assert "process peak MiB (shared)" in header and "own process" not in header and "model MiB" not in header
+    variant = json.loads(paths.summary.read_text())["variants"][0]
+    assert (variant["peak_rss_mb"], variant["model_rss_mb"], variant["memory_isolated"]) == (61.9, 2.5, isolated)
+    assert variant["latency_ms"]["litert"]["isolated"] is isolated
+
+
+def test_collected_memory_comes_from_isolated_bench_rows(fake_run):
+    rows = {row.name: row for row in collect_run_dirs(fake_run["folders"])}
+    teacher = rows["mars-teacher_float32"]
+    assert {e.runtime: (e.peak_rss_mb, e.isolated) for e in teacher.latency} == {
+        "litert": (70.0, True), "onnxruntime": (90.0, True)}
+
+
+def test_pareto_labels_of_close_points_do_not_overlap_each_other_or_leave_the_axes():
+    from matplotlib.text import Text
+
+    from roverlite.report.pareto import pareto_figure
+    from roverlite.report.plots import _pyplot
+
+    names = ["teacher float", "teacher int8", "teacher float (ONNX)", "student float", "student int8",
+             "student int8 (ONNX)", "student float (step 1 structured)", "student dynamic-range"]
+    rows = [VariantRow(f"v{i}", "teacher float" if "teacher" in label else "QAT int8", label=label,
+                       miou=0.70 + 0.002 * (i % 3), size_bytes=100_000 * (i + 1),
+                       latency={"litert": {"p50_ms": 2.0 + 0.03 * i}})
+            for i, label in enumerate(names)]
+    rows.append(VariantRow("far", "PTQ int8", label="far away", miou=0.5, latency={"litert": {"p50_ms": 5.0}}))
+    fig, labels = pareto_figure(rows)
+    try:
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        frame = fig.axes[0].get_window_extent(renderer)
+        boxes = [Text.get_window_extent(label, renderer) for label in labels]
+        assert [label.get_text() for label in labels] == [*names, "far away"]
+        for i, a in enumerate(boxes):
+            assert frame.x0 <= a.x0 and a.x1 <= frame.x1 and frame.y0 <= a.y0 and a.y1 <= frame.y1
+            for b in boxes[i + 1:]:
+                assert min(a.x1, b.x1) <= max(a.x0, b.x0) or min(a.y1, b.y1) <= max(a.y0, b.y0), (a, b)
+    finally:
+        _pyplot().close(fig)

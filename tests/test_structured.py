@@ -141,3 +141,42 @@ def test_structured_rejects_bad_keep_ratio(keep_ratio):
 def test_structured_bn_criterion_needs_batchnorm():
     with pytest.raises(ValueError, match="criterion='l1'"):
         structured_prune(_model(norm="none"), 0.5, criterion="bn")
+
+
+# === Granularity ===
+
+
+@pytest.mark.parametrize("size, ratio, granularity, expected", [
+    (16, 0.3, 1, 5), (16, 0.3, 8, 8), (77, 1.0, 8, 77), (256, 0.3, 8, 80), (128, 0.3, 16, 32),
+    (4, 0.5, 8, 4), (32, 0.1, 8, 8), (40, 0.5, 16, 16),
+])
+def test_kept_count_rounds_to_the_nearest_multiple_never_below_one_block(size, ratio, granularity, expected):
+    from roverlite.compress.structured import kept_count
+
+    assert kept_count(size, ratio, granularity) == expected
+
+
+def test_structured_granularity_keeps_only_whole_channel_blocks():
+    model = create_model("unet_tiny", input_shape=SHAPE, num_classes=4, base_width=16)
+    _, plain = structured_prune(model, 0.3)
+    thin, report = structured_prune(model, 0.3, granularity=8)
+    assert plain.widths_after == (5, 10, 19)
+    assert report.widths_after == (8, 8, 16)
+    assert all(after % 8 == 0 for before, after in report.filters.values() if after < before)
+    assert thin.count_params() == report.params_after
+
+
+@pytest.mark.parametrize("granularity", [0, -8, 2.5, True, "8"])
+def test_structured_refuses_a_bad_granularity(granularity):
+    with pytest.raises(ValueError, match="granularity"):
+        structured_prune(_model(), 0.5, granularity=granularity)
+
+
+def test_a_recipe_structured_step_takes_granularity_and_refuses_a_bad_one():
+    from roverlite.compress.recipe import load_recipe
+    from roverlite.config import ConfigError
+
+    recipe = load_recipe({"name": "g", "steps": [{"structured": {"keep_ratio": 0.3, "granularity": 16}}]})
+    assert recipe.steps[0].granularity == 16
+    with pytest.raises(ConfigError, match="structured.granularity"):
+        load_recipe({"name": "g", "steps": [{"structured": {"keep_ratio": 0.3, "granularity": 0}}]})

@@ -164,6 +164,15 @@ class StructuredStep:
         keep_ratio: fraction of filters kept, in ``(0, 1]``: one number, or one per U-Net level
             (bottleneck last).
         criterion: ``l1`` or ``bn``.
+        granularity: round kept filters per group to a multiple of this (1 = none; 8 or 16 for
+            int8 SIMD kernels; see ``structured_prune``).
+        resolution: ``1.0``, or ``0.5`` to run the thinned model at half its input resolution
+            (a 2x2 average-pool stem and nearest-upsampled logits, every weight kept; see
+            ``roverlite.compress.resolution``) before the fine-tune: on CPUs the time of a small
+            int8 U-Net is spent at full resolution.
+        decoder: ``null`` (keep the model's), or ``nearest`` to replace every transposed-conv
+            up-sampling by a 1x1 conv and nearest up-sampling (``roverlite.compress.decoder``),
+            before the fine-tune: int8 ``TRANSPOSE_CONV`` is slow on XNNPACK.
         epochs: fine-tuning epochs (0 = none).
         learning_rate: peak rate (default: half of ``train.learning_rate``: the thinner model
             re-learns more than a pruned or QAT one, see ``steps.DEFAULT_LR_FRACTION``).
@@ -180,6 +189,9 @@ class StructuredStep:
 
     keep_ratio: Any = 0.5
     criterion: str = "l1"
+    granularity: int = 1
+    resolution: float = 1.0
+    decoder: str | None = None
     epochs: int = 2
     learning_rate: float | None = None
     alpha: float = 0.0
@@ -198,6 +210,12 @@ class StructuredStep:
                 + did_you_mean(self.criterion, CRITERIA)
             )
         _check_count(self.epochs, "structured.epochs", 0)
+        _check_count(self.granularity, "structured.granularity", 1)
+        if isinstance(self.resolution, bool) or self.resolution not in (1.0, 0.5):
+            raise ConfigError(f"Expected structured.resolution 1.0 or 0.5. Received: {self.resolution!r}.")
+        if self.decoder not in (None, "nearest"):
+            raise ConfigError(f"Expected structured.decoder null or 'nearest'. Received: {self.decoder!r}."
+                              + did_you_mean(str(self.decoder), ("nearest",)))
         _check_rate(self.learning_rate, "structured.learning_rate")
         _check_hard_loss(self, "structured")
         from roverlite.compress.distill import DistillConfig
@@ -248,7 +266,8 @@ class ExportStep:
         formats: names from ``roverlite.export.list_formats()``.
         int8_io: int8 TFLite with int8 input/output (``false``: float I/O).
         representative_count: train images used to calibrate int8 formats.
-        check_images: validation images of the export's own self-check.
+        check_images: validation images of the export's own self-check: all of them up to this
+            many, else a seeded subset (``roverlite.export.verify.choose_check_images``).
     """
 
     kind: ClassVar[str] = "export"
@@ -256,7 +275,7 @@ class ExportStep:
     formats: tuple[str, ...] = ("tflite_int8",)
     int8_io: bool = True
     representative_count: int = 100
-    check_images: int = 32
+    check_images: int = 512
 
     def __post_init__(self) -> None:
         from roverlite.export.formats import get_format

@@ -345,11 +345,16 @@ class _Run:
     def _export(self, state: _State, settings: ExportStep, folder: Path, index: int, kind: str) -> list[Any]:
         from roverlite.export import export_model
 
-        count = settings.check_images
+        from roverlite.export.verify import check_image_count, choose_check_images
+
+        data = self.cfg.data
+        available = len(self.val.images)
+        count = check_image_count(available, settings.check_images, data.image_size[0] * data.image_size[1] * data.num_classes)
+        chosen = choose_check_images(available, count)
         return export_model(
-            state.path if state.path is not None else state.model, settings.formats, folder, self.cfg.data,
-            calibration_images=self.train.images, check_images=self.val.images[:count],
-            check_masks=self.val.masks[:count], name=f"{self.recipe.name}-{index}-{kind}",
+            state.path if state.path is not None else state.model, settings.formats, folder, data,
+            calibration_images=self.train.images, check_images=self.val.images[chosen],
+            check_masks=self.val.masks[chosen], name=f"{self.recipe.name}-{index}-{kind}",
             recipe=self._provenance(index, kind, state), int8_io=settings.int8_io,
             representative_count=settings.representative_count, cost=state.cost,
         )

@@ -22,11 +22,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from roverlite._tf import keras
+from roverlite.compress.decoder import NEAREST_DECODER_OVERRIDES, nearest_decoder
 from roverlite.compress.distill import DistillConfig, distill
 from roverlite.compress.prune import PruneConfig, fine_tune_pruned, prune, sparsity_report, strip
 from roverlite.compress.qat import fine_tune_qat, quantize_aware
+from roverlite.compress.resolution import HALF_RESOLUTION_OVERRIDES, half_resolution
 from roverlite.compress.structured import structured_prune
 from roverlite.config import Config
+from roverlite.train.macs import count_macs
 
 if TYPE_CHECKING:
     from roverlite.compress.recipe import DistillStep, PruneStep, QatStep, StructuredStep
@@ -202,9 +205,19 @@ def run_structured(
     With ``step.alpha > 0`` the fine-tuning is a distillation from ``model`` (the unpruned input,
     frozen): prune, then distill, the thin model starting from the teacher's own filters.
     """
-    thin, report = structured_prune(model, step.keep_ratio, step.criterion)
+    thin, report = structured_prune(model, step.keep_ratio, step.criterion, step.granularity)
     details: dict[str, Any] = {**report.to_dict(), "unet_overrides": report.unet_overrides()}
     details.pop("filters")
+    if step.decoder == "nearest":
+        thin = nearest_decoder(thin)
+        details["unet_overrides"].update(NEAREST_DECODER_OVERRIDES)
+        details["decoder"] = "nearest"
+    if step.resolution == 0.5:
+        thin = half_resolution(thin)
+        details["unet_overrides"].update(HALF_RESOLUTION_OVERRIDES)
+        details["resolution"] = 0.5
+    if step.decoder or step.resolution != 1.0:
+        details["macs_after"] = int(count_macs(thin).macs)
     if not step.epochs:
         return thin, details
     learning_rate = ctx.learning_rate("structured", step.learning_rate)

@@ -123,6 +123,7 @@ def structured_prune(
     model: keras.Model,
     keep_ratio: float | Sequence[float],
     criterion: str = "l1",
+    granularity: int = 1,
 ) -> tuple[keras.Model, StructuredReport]:
     """Remove the least important filters of each U-Net level and rebuild a thinner dense model.
 
@@ -136,6 +137,10 @@ def structured_prune(
             kernel (Li et al., 2017). ``"bn"``: ``|gamma|`` of the BatchNorm after the conv
             (network slimming, Liu et al., 2017); convs with no BatchNorm after them (the
             transpose up-convolutions, 1x1 decoder convs) are ranked by L1 either way.
+        granularity: kept filters per group are rounded to the nearest multiple of this (at
+            least one multiple; a group smaller than it stays whole), as NVIDIA TAO's pruning
+            does: int8 SIMD kernels (XNNPACK QS8, VNNI, ARM dot-product) work on channel blocks
+            of 4-16, and an odd count such as 5 or 77 wastes part of every block. 1 = no rounding.
 
     Returns:
         ``(thin_model, report)``. At ``keep_ratio=1`` the thin model computes exactly what
@@ -156,8 +161,10 @@ def structured_prune(
             "Expected BatchNormalization layers for criterion='bn' (their gamma ranks the filters). "
             f"Received: {model.name!r} without BatchNorm; use criterion='l1'."
         )
+    if isinstance(granularity, bool) or not isinstance(granularity, int) or granularity < 1:
+        raise ValueError(f"Expected granularity to be a positive integer (e.g. 8 or 16). Received: {granularity!r}.")
     ratios = _level_ratios(keep_ratio, graph.depth)
-    kept = {root: _choose_filters(graph, root, ratios, criterion) for root in graph.roots()}
+    kept = {root: _choose_filters(graph, root, ratios, criterion, granularity) for root in graph.roots()}
     thin = _rebuild(model, graph, kept)
     report = _report(model, thin, graph, kept, ratios, criterion)
     logger.info(
@@ -311,14 +318,23 @@ def _level_ratios(keep_ratio: float | Sequence[float], depth: int) -> tuple[floa
     return tuple(float(r) for r in ratios)
 
 
-def _choose_filters(graph: _Graph, root: int, ratios: Sequence[float], criterion: str) -> np.ndarray:
+def kept_count(size: int, ratio: float, granularity: int = 1) -> int:
+    """Filters a group of ``size`` keeps at ``ratio``: the nearest whole number (at least 1),
+    then the nearest multiple of ``granularity`` (at least one), never more than ``size``."""
+    keep = max(1, math.floor(size * ratio + 0.5))
+    if granularity > 1 and keep < size:
+        keep = max(granularity, granularity * math.floor(keep / granularity + 0.5))
+    return min(keep, size)
+
+
+def _choose_filters(graph: _Graph, root: int, ratios: Sequence[float], criterion: str, granularity: int) -> np.ndarray:
     size = graph.group_size[root]
     members = graph.root_members(root)
     levels = {graph.level_of(m) for m in members}
     if graph.root_fixed(root) or not members or len(levels) != 1 or None in levels:
         return np.arange(size)
     ratio = ratios[levels.pop()]
-    keep = max(1, math.floor(size * ratio + 0.5))
+    keep = kept_count(size, ratio, granularity)
     if keep >= size:
         return np.arange(size)
     score = np.zeros(size)

@@ -21,9 +21,10 @@ What one benchmark measures, in order, on one loaded model:
 
 Thread count: ``threads=None`` means every core this process may use, passed explicitly to the
 runtime, so every row of a comparison runs with the same count (LiteRT's own default is 1 thread,
-ONNX Runtime's is all physical cores). Memory: ``peak_rss_mb`` is the process's high-water mark
-(it includes anything benchmarked earlier in the same process), ``model_rss_mb`` the growth of the
-resident set while the model was loaded.
+ONNX Runtime's is all physical cores). Memory, read after the timed runs: ``peak_rss_mb`` is the
+process's high-water mark (it includes anything benchmarked earlier in the same process, and
+TensorFlow if the caller imported it) unless ``isolate=True`` runs each artifact in a process of its
+own; ``model_rss_mb`` is the growth of the resident set while the model was loaded.
 
 numpy and the runtime only; runs on a robot, inside a bundle (``python bench.py``) and as
 ``python -m roverlite.deploy.bench ARTIFACT... [--runs N] [--threads T] [--json OUT]``.
@@ -62,6 +63,7 @@ from roverlite.deploy.bench_result import (  # re-exported
     read_bench_json,
     write_bench_json,
 )
+from roverlite.deploy.bench_isolated import bench_isolated
 from roverlite.deploy.bench_session import BenchSession, bench_settings
 from roverlite.deploy.bench_table import format_bench_table  # re-exported
 from roverlite.deploy.latency import (  # re-exported
@@ -164,6 +166,7 @@ def bench_many(
     providers: Sequence[str] | None = None,
     rounds: int = 1,
     image: np.ndarray | None = None,
+    isolate: bool = False,
 ) -> list[BenchResult]:
     """Benchmark every artifact on every runtime present for it, with the same settings.
 
@@ -182,6 +185,9 @@ def bench_many(
             load hit every model alike; ``runs`` and ``min_seconds`` are totals over the rounds.
         threads, warmup, runs, min_seconds, end_to_end, profile, testpack, providers, image:
             as in :func:`bench_artifact`.
+        isolate: benchmark each artifact in a process of its own that imports numpy and the
+            runtime only (:mod:`roverlite.deploy.bench_isolated`), so each row's ``peak_rss_mb``
+            is that artifact's footprint, not this process's high-water mark. One round only.
 
     Returns:
         One :class:`BenchResult` per (artifact, runtime).
@@ -194,11 +200,19 @@ def bench_many(
     runtime = _check_choice(runtime, MANY_RUNTIME_CHOICES, "runtime")
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise ValueError(f"Expected rounds to be a positive integer. Received: rounds={rounds!r}.")
+    if not isinstance(isolate, bool):
+        raise ValueError(f"Expected isolate to be True or False. Received: isolate={isolate!r}.")  # noqa: TRY004
+    if isolate and (rounds > 1 or settings.image is not None):
+        raise ValueError("Expected isolated benchmarks to run one round on the built-in input. Received: "
+                         f"rounds={rounds}{' and a custom image' if settings.image is not None else ''}.")
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     if not paths:
         raise ValueError("Expected at least one artifact to benchmark. Received: none.")
     jobs = [(Path(p), *_runtime_for(Path(p), "auto" if runtime == "all" else runtime)) for p in paths]
+    if isolate:
+        return [failed_result(path, resolved, problem) if problem else bench_isolated(path, resolved, settings)
+                for path, resolved, problem in jobs]
     results: list[BenchResult | None] = [None] * len(jobs)
 
     def fail(index: int, err: BaseException | str) -> None:
@@ -283,6 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="score the timed runner on this test pack .npz")
     parser.add_argument("--end-to-end", action="store_true", help="also time Segmenter.predict on a uint8 image")
     parser.add_argument("--profile", action="store_true", help="per-op profile (a separate pass)")
+    parser.add_argument("--isolate", action="store_true",
+                        help="benchmark each artifact in its own process (its own peak memory)")
     parser.add_argument("--json", type=Path, default=None, help="write the results as JSON")
     return parser
 
@@ -296,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.artifacts, runtime=args.runtime, threads=args.threads, warmup=args.warmup, runs=args.runs,
             min_seconds=args.min_seconds, end_to_end=args.end_to_end, profile=args.profile,
             testpack=args.with_accuracy, providers=args.providers.split(",") if args.providers else None,
-            rounds=args.rounds,
+            rounds=args.rounds, isolate=args.isolate,
         )
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

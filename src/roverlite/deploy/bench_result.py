@@ -62,7 +62,11 @@ class BenchResult:
         warmup_runs: untimed runs after the first inference; duration_s: wall time of the timed runs.
         init_ms, first_inference_ms: start-up costs (see :mod:`roverlite.deploy.bench`).
         end_to_end_ms: ``Segmenter.predict`` latency on a uint8 image, when asked for.
-        peak_rss_mb, rss_mb, model_rss_mb: process peak, current, and growth while loading, MiB.
+        peak_rss_mb, rss_mb, model_rss_mb: process peak, current, and growth while loading, MiB,
+            read after the timed runs (before the end-to-end, accuracy and profile passes).
+        isolated: measured in a process of its own (numpy and the runtime only), so
+            ``peak_rss_mb`` is this artifact's footprint; otherwise the process's high-water mark,
+            which includes whatever else it loaded (TensorFlow, earlier artifacts).
         input_shape, input_dtype: the model input as the runtime sees it.
         size_bytes, sha256, macs: of the artifact (MACs from its sidecar, when recorded).
         accuracy: ``{"miou", "per_class_iou", "pixel_accuracy", "images", "testpack"}`` of the timed runner.
@@ -89,6 +93,7 @@ class BenchResult:
     peak_rss_mb: float | None = None
     rss_mb: float | None = None
     model_rss_mb: float | None = None
+    isolated: bool = False
     input_shape: tuple[int, ...] | None = None
     input_dtype: str | None = None
     size_bytes: int | None = None

@@ -185,6 +185,11 @@ class BenchSession:
     def finish(self) -> BenchResult:
         """Statistics, then the optional end-to-end, accuracy and profile passes."""
         latency = latency_stats(self.samples)
+        # Memory as deployed: read before the optional passes (the accuracy pass loads a test pack).
+        rss = current_rss_mb()
+        peak = peak_rss_mb()
+        # ru_maxrss is updated lazily by the kernel: never report a peak below the current size.
+        peak = rss if peak is None else (peak if rss is None else max(peak, rss))
         end_to_end = self._end_to_end() if self.settings.end_to_end else None
         accuracy = self._accuracy() if self.settings.testpack is not None else None
         profile = self._profile(latency.p50) if self.settings.profile else None
@@ -193,10 +198,6 @@ class BenchSession:
         macs = cost.get("macs")
         if profile and not macs:
             macs = profile.get("estimated_macs") or None
-        rss = current_rss_mb()
-        peak = peak_rss_mb()
-        # ru_maxrss is updated lazily by the kernel: never report a peak below the current size.
-        peak = rss if peak is None else (peak if rss is None else max(peak, rss))
         return BenchResult(
             artifact=str(self.path),
             runtime=self.runtime,

@@ -104,7 +104,19 @@ def load_average() -> list[float] | None:
 
 
 def peak_rss_mb() -> float | None:
-    """The process's peak resident memory (``ru_maxrss``) in MiB: a high-water mark, never lower later."""
+    """The process's peak resident memory in MiB: a high-water mark, never lower later.
+
+    Linux: ``VmHWM`` of ``/proc/self/status``, the peak of this program's own address space.
+    ``ru_maxrss`` is not that: a child started by ``subprocess`` (vfork + exec) inherits its
+    parent's peak there, so a benchmark child of a 1 GB TensorFlow process would "peak" at 1 GB.
+    Elsewhere ``ru_maxrss``.
+    """
+    for line in (_read_text("/proc/self/status") or "").splitlines():
+        if line.startswith("VmHWM:"):
+            try:
+                return round(int(line.split()[1]) / 1024, 2)  # kB
+            except (IndexError, ValueError):
+                break
     try:
         import resource
     except ImportError:  # Windows

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from roverlite.config import DataConfig
+from roverlite.export.verify import DEFAULT_CHECK_IMAGES, check_image_count, choose_check_images
 
 __all__ = ["bundle_from_split", "evaluate_artifact_on_split", "export_from_config"]
 
@@ -28,7 +29,7 @@ def export_from_config(
     data_cfg: DataConfig,
     calibration_split: str = "train",
     check_split: str = "val",
-    max_check_images: int | None = 32,
+    max_check_images: int | None = DEFAULT_CHECK_IMAGES,
     representative_count: int = 100,
     int8_io: bool = True,
     name: str | None = None,
@@ -37,8 +38,10 @@ def export_from_config(
 ) -> list[Any]:
     """Export ``model_path`` with calibration images from one split and check images from another.
 
-    The calibration split is loaded only when a format needs it; the self-check scores the first
-    ``max_check_images`` images of ``check_split`` against their masks.
+    The calibration split is loaded only when a format needs it; the self-check scores
+    ``check_split`` against its masks: every image up to ``max_check_images`` (``None``: no cap;
+    a memory cap still applies, see :func:`~roverlite.export.verify.check_image_count`), else a
+    seeded uniform subset of that many.
 
     Returns:
         ``list[ExportResult]`` from :func:`roverlite.export.export_model`.
@@ -56,15 +59,17 @@ def export_from_config(
     if needs_calibration:
         capped = cap_images(data_cfg, representative_count)
         calibration = load_split(capped, calibration_split, progress=progress).images
-    check = load_split(cap_images(data_cfg, max_check_images), check_split, progress=progress)
+    check = load_split(data_cfg, check_split, progress=progress)
+    values = data_cfg.image_size[0] * data_cfg.image_size[1] * data_cfg.num_classes
+    chosen = choose_check_images(len(check.ids), check_image_count(len(check.ids), max_check_images, values))
     return export_model(
         model_path,
         formats,
         out_dir,
         data_cfg,
         calibration_images=calibration,
-        check_images=check.images,
-        check_masks=check.masks,
+        check_images=check.images[chosen],
+        check_masks=check.masks[chosen],
         name=name,
         recipe={**dict(recipe or {}), "calibration_split": calibration_split, "check_split": check_split},
         int8_io=int8_io,

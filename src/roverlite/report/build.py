@@ -2,14 +2,20 @@
 
 Writes, into ``out_dir``:
 
-* ``summary.json``: one entry per variant (name, kind, artifact, miou, Δ mIoU vs the teacher,
-  per-class IoU, size_bytes, macs, params, p50/p90 per runtime, recommended runtime and its p50,
-  achieved GMAC/s and the fraction of the machine's matching peak), plus the peak itself;
+* ``summary.json``: one entry per variant (name, human label and file, kind, artifact, miou,
+  Δ mIoU vs the teacher, per-class IoU, size_bytes, macs, params, p50/p90 and memory per runtime,
+  recommended runtime with its p50 and memory, achieved GMAC/s and the fraction of the machine's
+  matching peak), the peak itself, and the ``deliverable`` with its verdict when one is named
+  (:mod:`roverlite.report.deliverable`; ``null`` otherwise);
 * ``pareto.png``: mIoU against p50 latency, marker area by file size
   (:func:`roverlite.report.pareto.plot_pareto`);
 * ``overlays.png``: for a few validation images, image | truth | each variant's prediction, in the
   sidecar's class colours (``Segmenter.overlay``), when images are given;
-* ``report.md`` (linking the PNGs) and ``report.html`` (the same, self-contained).
+* ``report.md`` (linking the PNGs) and ``report.html`` (the same, self-contained), opening with
+  the deliverable and its verdict when one is named.
+
+Rows are shown by their human label (``teacher float``, ``student int8``: :mod:`roverlite.report.labels`)
+with the file name beside it; ``name`` stays the row's key in ``summary.json``.
 
 Example:
     >>> rows = [VariantRow("teacher", "teacher float", miou=0.70, latency={"litert": {"p50_ms": 40.0}}),
@@ -30,14 +36,13 @@ from typing import Any
 import numpy as np
 
 from roverlite.io import atomic_write_json, atomic_write_text, ensure_writable_dir
-from roverlite.report.html import Image, Section, Table, render_html, render_markdown
+from roverlite.report.deliverable import Deliverable, deliverable_summary
+from roverlite.report.html import render_html, render_markdown
+from roverlite.report.labels import with_labels
+from roverlite.report.memory import memory_summary
 from roverlite.report.peak import PeakResult
-from roverlite.report.tables import (
-    VariantRow,
-    find_teacher,
-    format_bytes,
-    recommend_runtime,
-)
+from roverlite.report.sections import report_sections
+from roverlite.report.tables import VariantRow, find_teacher, recommend_runtime
 
 __all__ = ["REPORT_SCHEMA_VERSION", "ReportPaths", "build_report", "report_run_dirs", "summary_rows"]
 
@@ -69,6 +74,7 @@ def build_report(
     overlay_count: int = 4,
     threads: int | None = None,
     notes: Sequence[str] = (),
+    deliverable: Mapping[str, Any] | None = None,
 ) -> ReportPaths:
     """Write the report of ``rows`` into ``out_dir`` (created; existing report files replaced).
 
@@ -85,12 +91,17 @@ def build_report(
         overlay_count: images in the prediction grid (the first ones).
         threads: runtime threads for the overlay predictions.
         notes: extra lines for the notes section (e.g. the command that built the report).
+        deliverable: the artifact the run delivers, ``{"artifact": path, "label": str | None,
+            "gate": {"passed": bool, "reasons": [str, ...]} | None, "enforced": bool}`` and
+            optionally ``"step"`` (:class:`roverlite.report.deliverable.Deliverable`); the report
+            then opens with it.
 
     Returns:
         :class:`ReportPaths`.
 
     Raises:
-        ValueError: no rows, duplicate names, unknown ``teacher``, or bad overlay data.
+        ValueError: no rows, duplicate names, unknown ``teacher``, bad overlay data, or an invalid
+            ``deliverable``.
         PermissionError: ``out_dir`` is not writable.
     """
     rows = list(rows)
@@ -102,15 +113,18 @@ def build_report(
         raise ValueError(f"Expected unique variant names. Received: {duplicates} more than once.")
     if isinstance(peak, Mapping):
         peak = PeakResult.from_dict(peak)
+    rows = with_labels(rows)
     reference = find_teacher(rows, teacher)
+    summary = summary_rows(rows, peak, teacher)
+    delivered = None if deliverable is None else deliverable_summary(deliverable, rows, summary, reference)
     out_dir = ensure_writable_dir(out_dir)
     from roverlite.report.pareto import plot_pareto
 
-    summary = summary_rows(rows, peak, teacher)
     summary_path = atomic_write_json(out_dir / "summary.json", {
         "schema_version": REPORT_SCHEMA_VERSION,
         "generated": datetime.now(UTC).isoformat(timespec="seconds"),
         "teacher": None if reference is None else reference.name,
+        "deliverable": delivered,
         "peak": None if peak is None else peak.to_dict(),
         "variants": summary,
     })
@@ -119,7 +133,7 @@ def build_report(
     if overlays is not None:
         overlay_path, overlay_notes = _overlays(rows, overlays, out_dir / "overlays.png", overlay_count, threads)
 
-    sections = _sections(rows, summary, reference, peak, overlay_path, [*overlay_notes, *notes])
+    sections = report_sections(rows, summary, reference, peak, overlay_path, [*overlay_notes, *notes], delivered)
     markdown = atomic_write_text(out_dir / "report.md", render_markdown(title, sections))
     page = atomic_write_text(out_dir / "report.html", render_html(title, sections, out_dir))
     logger.info("report written to %s", out_dir)
@@ -137,6 +151,7 @@ def report_run_dirs(
     title: str = "roverlite variant report",
     command: str | None = None,
     notes: Sequence[str] = (),
+    deliverable: Mapping[str, Any] | None = None,
 ) -> ReportPaths:
     """``roverlite report RUN_DIR... --out DIR``: collect the run folders' variants and build the report.
 
@@ -150,14 +165,19 @@ def report_run_dirs(
         teacher, threads, title: as in :func:`build_report` (``threads`` also for the peak).
         command: the command line, recorded in the notes.
         notes: further lines for the notes (e.g. the pipeline's student search).
+        deliverable: the artifact the run delivers and its gate verdict, as in :func:`build_report`
+            (``None``: no deliverable section).
 
     Raises:
         FileNotFoundError: a run folder or the test pack does not exist.
-        ValueError: nothing to report, or an invalid row (see :func:`collect_run_dirs`).
+        ValueError: nothing to report, an invalid row (see :func:`collect_run_dirs`), or an invalid
+            ``deliverable``.
     """
     from roverlite.report.collect import collect_run_dirs, find_testpack
     from roverlite.report.peak import measure_peak
 
+    if deliverable is not None and not isinstance(deliverable, Deliverable):
+        Deliverable.from_mapping(deliverable)  # refused before the collection and the peak measurement
     rows = collect_run_dirs(run_dirs)
     if testpack is None:
         testpack = find_testpack(run_dirs)
@@ -169,13 +189,18 @@ def report_run_dirs(
     if command:
         lines.append(f"Command: {command}")
     return build_report(rows, out_dir, overlays=testpack, peak=peak or None, teacher=teacher, title=title,
-                        threads=threads, notes=[*lines, *notes])
+                        threads=threads, notes=[*lines, *notes], deliverable=deliverable)
 
 
 def summary_rows(
     rows: Sequence[VariantRow], peak: PeakResult | None = None, teacher: str | None = None
 ) -> list[dict[str, Any]]:
-    """One JSON-ready dict per variant (the content of ``summary.json``'s ``variants``)."""
+    """One JSON-ready dict per variant (the content of ``summary.json``'s ``variants``).
+
+    ``label`` is the row's human name (its ``name`` when it has no label), ``file`` its primary
+    artifact's file name; memory fields are those of the recommended runtime (see
+    :mod:`roverlite.report.memory`).
+    """
     reference = find_teacher(rows, teacher)
     choices = recommend_runtime(rows)
     out = []
@@ -186,6 +211,8 @@ def summary_rows(
         peak_gmacs, peak_label = (None, None) if peak is None else peak.peak_for(_precision(row))
         out.append({
             "name": row.name,
+            "label": row.display_name,
+            "file": None if row.artifact is None else Path(row.artifact).name,
             "kind": row.kind,
             "artifact": row.artifact,
             "format": row.format,
@@ -197,7 +224,9 @@ def summary_rows(
             "size_bytes": row.size_bytes,
             "macs": row.macs,
             "params": row.params,
-            "latency_ms": {e.runtime: {"p50": e.p50_ms, "p90": e.p90_ms, "artifact": e.artifact, "threads": e.threads}
+            "latency_ms": {e.runtime: {"p50": e.p50_ms, "p90": e.p90_ms, "artifact": e.artifact, "threads": e.threads,
+                                       "peak_rss_mb": e.peak_rss_mb, "model_rss_mb": e.model_rss_mb,
+                                       "isolated": e.isolated}
                            for e in row.latency},
             "recommended_runtime": None if choice is None else choice.runtime,
             "p50_ms": None if best is None else best.p50_ms,
@@ -206,6 +235,7 @@ def summary_rows(
             "peak_gmac_per_s": peak_gmacs,
             "peak": peak_label,
             "peak_fraction": round(gmacs / peak_gmacs, 4) if gmacs and peak_gmacs else None,
+            **memory_summary(best),
             "gate": None if row.gate is None else dict(row.gate),
         })
     return out
@@ -226,109 +256,6 @@ def _delta(row: VariantRow, reference: VariantRow | None) -> float | None:
     return round(row.miou - reference.miou, 4)
 
 
-# === Sections ===
-
-
-def _sections(
-    rows: Sequence[VariantRow],
-    summary: Sequence[Mapping[str, Any]],
-    reference: VariantRow | None,
-    peak: PeakResult | None,
-    overlay_path: Path | None,
-    notes: Sequence[str],
-) -> list[Section]:
-    runtimes = list(dict.fromkeys(e.runtime for row in rows for e in row.latency))
-    headers = ["variant", "kind", "mIoU", "Δ mIoU", "size", "GMAC", "params (M)",
-               *[f"{rt} p50 / p90 ms" for rt in runtimes], "runtime", "GMAC/s", "% of peak", "gate"]
-    table = []
-    for row, s in zip(rows, summary):
-        latency = []
-        for rt in runtimes:
-            entry = row.latency_on(rt)
-            p90 = "–" if entry is None or entry.p90_ms is None else f"{entry.p90_ms:.3f}"
-            latency.append(None if entry is None else f"{entry.p50_ms:.3f} / {p90}")
-        table.append([
-            row.name, row.kind, _fmt(row.miou, 4), _signed(s["delta_miou"]), format_bytes(row.size_bytes),
-            _fmt(None if row.macs is None else row.macs / 1e9, 4), _fmt(None if row.params is None else row.params / 1e6, 3),
-            *latency, s["recommended_runtime"], _fmt(s["gmac_per_s"], 1),
-            None if s["peak_fraction"] is None else f"{100 * s['peak_fraction']:.1f}%", _gate(row.gate),
-        ])
-    against = f"the teacher {reference.name!r}." if reference is not None else "no teacher (no 'teacher …' row with an mIoU)."
-    intro = [f"{len(rows)} variants; Δ mIoU against {against}"]
-    hosts = sorted({e.cpu for row in rows for e in row.latency if e.cpu})
-    threads = sorted({e.threads for row in rows for e in row.latency if e.threads})
-    if hosts:
-        intro.append(f"Latency measured on {', '.join(hosts)} with {', '.join(map(str, threads)) or '?'} thread(s); "
-                     "the runtime column is the faster measured runtime of each variant.")
-    sections = [Section("Variants", [*intro, Table(headers, table)])]
-
-    classes = list(dict.fromkeys(name for row in rows for name in row.per_class_iou))
-    if classes:
-        iou_rows = [[row.name, *[_fmt(row.per_class_iou.get(c), 4) for c in classes], _fmt(row.miou, 4),
-                     row.accuracy_source] for row in rows]
-        sections.append(Section("Per-class IoU", [Table(["variant", *classes, "mIoU", "measured on"], iou_rows)]))
-
-    choices = recommend_runtime(rows)
-    lines = []
-    for row in rows:
-        choice = choices.get(row.name)
-        if choice is None:
-            continue
-        others = ", ".join(f"{rt} {ms:.3f} ms" for rt, ms in choice.others.items())
-        lines.append(f"{row.name}: {choice.runtime} ({choice.p50_ms:.3f} ms p50)"
-                     + (f", over {others} ({choice.speedup:.2f}x)" if others else ", the only runtime measured"))
-    if lines:
-        sections.append(Section("Runtime recommendation", lines))
-
-    sections.append(Section("Accuracy vs latency", [Image("pareto.png", "mIoU against p50 latency per variant")]))
-    if overlay_path is not None:
-        sections.append(Section("Predictions", [Image(overlay_path.name, "image, truth and each variant's prediction")]))
-    if peak is not None:
-        conv = peak.conv or {}
-        peak_rows = [
-            ["fp32 numpy BLAS matmul", f"{peak.blas_size}³" if peak.blas_size else None, _fmt(peak.fp32_blas_gmacs, 1)],
-            ["fp32 LiteRT CONV_2D 3x3", _conv_text(conv), _fmt(peak.fp32_litert_gmacs, 1)],
-            ["int8 LiteRT CONV_2D 3x3", _conv_text(conv), _fmt(peak.int8_litert_gmacs, 1)],
-        ]
-        blocks: list[Any] = [
-            (f"Best of {peak.repeats} runs with {peak.threads} thread(s) on {peak.cpu}. '% of peak' above compares each "
-             "variant's MACs / p50 with the peak of its precision (int8: the int8 conv; float: the better fp32 one)."),
-            Table(["measurement", "size", "GMAC/s"], peak_rows),
-        ]
-        blocks += [f"failed: {e}" for e in peak.errors]
-        sections.append(Section("Machine peak", blocks))
-    all_notes = [*notes, *(f"{row.name}: {note}" for row in rows for note in row.notes)]
-    if all_notes:
-        sections.append(Section("Notes", all_notes))
-    return sections
-
-
-def _fmt(value: float | None, digits: int) -> str | None:
-    return None if value is None else f"{value:.{digits}f}"
-
-
-def _signed(value: float | None) -> str | None:
-    if value is None:
-        return None
-    return f"+{value:.4f}" if value >= 0 else f"−{abs(value):.4f}"
-
-
-def _gate(gate: Mapping[str, Any] | None) -> str | None:
-    if gate is None:
-        return None
-    passed = gate.get("passed")
-    reasons = gate.get("reasons") or gate.get("failures") or []
-    text = "passed" if passed else ("FAILED" if passed is False else "?")
-    return text + (f": {'; '.join(map(str, reasons))}" if reasons and not passed else "")
-
-
-def _conv_text(conv: Mapping[str, Any]) -> str | None:
-    if not conv:
-        return None
-    shape = "x".join(str(d) for d in conv.get("input", [])[1:])
-    return f"{shape} -> {conv.get('filters')} ({conv.get('macs', 0) / 1e9:.2f} GMAC)"
-
-
 # === Overlays ===
 
 
@@ -345,20 +272,20 @@ def _overlays(
     notes, columns, legend = [], {}, None
     for row in rows:
         if row.artifact is None:
-            notes.append(f"{row.name}: no artifact, not in the prediction grid")
+            notes.append(f"{row.display_name}: no artifact, not in the prediction grid")
             continue
         try:
             segmenter = Segmenter(row.artifact, threads=threads)
             tiles = [segmenter.overlay(image, segmenter.predict(image)) for image in images]
         except (ValueError, FileNotFoundError, ImportError) as err:
-            notes.append(f"{row.name}: predictions failed ({err})")
+            notes.append(f"{row.display_name}: predictions failed ({err})")
             continue
         if legend is None:
             legend = segmenter
             columns["truth"] = [segmenter.overlay(image, mask) for image, mask in zip(images, masks)]
         elif tuple(segmenter.classes) != tuple(legend.classes):
-            notes.append(f"{row.name}: classes {list(segmenter.classes)} differ from {list(legend.classes)}")
-        columns[row.name] = tiles
+            notes.append(f"{row.display_name}: classes {list(segmenter.classes)} differ from {list(legend.classes)}")
+        columns[row.display_name] = tiles
     if legend is None:
         notes.append("no variant artifact could predict the overlay images: prediction grid left out")
         return None, notes

@@ -9,7 +9,8 @@ is found; hidden entries are skipped):
   :func:`infer_kind` names the variant's kind (``roverlite compress`` records the step kind and the
   recipe's steps). Copies with the same sha256 (a bundle holds one) count once.
 * **bench results**: every JSON with a ``results`` list written by
-  :func:`roverlite.deploy.bench.write_bench_json` (``roverlite bench --json``): latency per
+  :func:`roverlite.deploy.bench.write_bench_json` (``roverlite bench --json``): latency and memory
+  (``peak_rss_mb``, ``model_rss_mb``, whether the row was ``isolated`` in its own process) per
   runtime, and the accuracy of the timed runner when it was benchmarked with a test pack. A bench
   row stands on its own: the artifact need not be in the folder.
 * **accuracy results**: every JSON with ``miou``, ``per_class_iou`` and ``sha256`` or
@@ -32,6 +33,9 @@ two whose sidecar recipes name the same ``source_model`` sha256) form one varian
 per runtime. Its accuracy, gate and ``artifact`` are those of the one
 artifact whose accuracy was measured over the most images (on a tie, the faster runtime's), so a
 row never mixes one file's accuracy with another's gate; ``accuracy_source`` names the image count.
+
+Every row gets a human ``label`` from its files' sidecars (``teacher float``, ``student int8``:
+:mod:`roverlite.report.labels`); its ``name`` stays the key it had.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from roverlite.deploy.bench import BenchResult
+from roverlite.report.labels import SidecarLookup, read_sidecar_entry, with_labels
 from roverlite.report.tables import RuntimeLatency, VariantRow
 
 __all__ = ["collect_run_dirs", "find_testpack", "infer_kind", "variants_from_bench"]
@@ -110,7 +115,8 @@ def variants_from_bench(
             size_bytes=primary.size_bytes,
             latency=tuple(
                 RuntimeLatency(runtime=r.runtime, p50_ms=r.latency_ms.p50, p90_ms=r.latency_ms.p90,
-                               artifact=r.artifact, threads=r.threads, cpu=r.host.get("cpu"))
+                               artifact=r.artifact, threads=r.threads, cpu=r.host.get("cpu"),
+                               peak_rss_mb=r.peak_rss_mb, model_rss_mb=r.model_rss_mb, isolated=r.isolated)
                 for r in by_runtime.values()
             ),
         ))
@@ -256,7 +262,7 @@ def collect_run_dirs(run_dirs: Sequence[str | os.PathLike]) -> list[VariantRow]:
             f"Nothing to report in {[str(f) for f in folders]}. Expected artifacts with sidecars, bench JSON "
             "(roverlite bench --json), eval JSON or a training summary.json. Received: none of them."
         )
-    return list(by_name.values())
+    return with_labels(list(by_name.values()), _sidecar_lookup(sidecars))
 
 
 def find_testpack(run_dirs: Sequence[str | os.PathLike]) -> Path | None:
@@ -374,6 +380,21 @@ def _source_sha(recipe: Mapping[str, Any]) -> str | None:
     source = recipe.get("source_model") if isinstance(recipe, Mapping) else None
     sha = source.get("sha256") if isinstance(source, Mapping) else None
     return sha if isinstance(sha, str) and sha else None
+
+
+def _sidecar_lookup(sidecars: Mapping[str, tuple[Path, Any]]) -> SidecarLookup:
+    """path -> (format, recipe) of a collected sidecar: by resolved path, else by file name (a bench
+    JSON written before its run folder was moved), else read beside the file."""
+    by_key: dict[str, tuple[str | None, Mapping[str, Any]]] = {}
+    for path, sidecar in sidecars.values():
+        for key in _path_keys(path):
+            by_key.setdefault(key, (sidecar.format, dict(sidecar.recipe or {})))
+
+    def lookup(artifact: str) -> tuple[str | None, Mapping[str, Any]] | None:
+        found = _lookup(by_key, None, artifact)
+        return found if found is not None else read_sidecar_entry(artifact)
+
+    return lookup
 
 
 def _variant_name(model: str, precision: str) -> str:

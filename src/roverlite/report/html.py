@@ -1,7 +1,7 @@
 """Render a report twice from one description: markdown beside its PNGs, and self-contained HTML.
 
-A report is a title and a list of :class:`Section`; each holds blocks: text paragraphs, tables
-and images (PNG files in the report folder). The markdown links the PNGs; the HTML embeds them as
+A report is a title and a list of :class:`Section`; each holds blocks: text paragraphs, verdicts,
+tables and images (PNG files in the report folder). The markdown links the PNGs; the HTML embeds them as
 ``data:image/png;base64`` URIs with inline CSS, so the single ``report.html`` can be mailed or
 archived and still shows everything, without references to any other file or to the network.
 """
@@ -17,7 +17,7 @@ from typing import Any
 
 from roverlite.report.tables import looks_numeric, markdown_table
 
-__all__ = ["Image", "Section", "Table", "render_html", "render_markdown"]
+__all__ = ["Image", "Section", "Table", "Verdict", "render_html", "render_markdown"]
 
 _CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1200px;
@@ -29,6 +29,9 @@ th { background: #f3f3f3; text-align: left; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 img { max-width: 100%; border: 1px solid #eee; }
 p.note { color: #555; font-size: 0.9em; }
+p.verdict { font-size: 1.1em; font-weight: bold; padding: 0.4em 0.7em; border-left: 4px solid #999; }
+p.verdict.passed { border-color: #2e7d32; color: #1b5e20; }
+p.verdict.failed { border-color: #c62828; color: #b71c1c; }
 """
 
 
@@ -47,9 +50,17 @@ class Image:
 
 
 @dataclass(frozen=True)
+class Verdict:
+    """A one-line verdict shown in bold (coloured in HTML by ``state``: ``passed``, ``failed``, other)."""
+
+    text: str
+    state: str
+
+
+@dataclass(frozen=True)
 class Section:
     title: str
-    blocks: Sequence[str | Table | Image] = field(default_factory=tuple)
+    blocks: Sequence[str | Table | Image | Verdict] = field(default_factory=tuple)
 
 
 def render_markdown(title: str, sections: Sequence[Section]) -> str:
@@ -62,6 +73,8 @@ def render_markdown(title: str, sections: Sequence[Section]) -> str:
                 parts.append(markdown_table(block.headers, block.rows))
             elif isinstance(block, Image):
                 parts.append(f"![{block.alt}]({block.file})")
+            elif isinstance(block, Verdict):
+                parts.append(f"**{block.text}**")
             else:
                 parts.append(str(block))
     return "\n\n".join(parts) + "\n"
@@ -89,6 +102,9 @@ def render_html(title: str, sections: Sequence[Section], folder: str | Path) -> 
                     )
                 data = base64.b64encode(png.read_bytes()).decode("ascii")
                 body.append(f'<p><img alt="{esc(block.alt)}" src="data:image/png;base64,{data}"></p>')
+            elif isinstance(block, Verdict):
+                state = block.state if block.state in ("passed", "failed") else "other"
+                body.append(f'<p class="verdict {state}">{esc(block.text)}</p>')
             else:
                 body.append(f'<p class="note">{esc(str(block))}</p>')
     return (

@@ -28,6 +28,7 @@ __all__ = [
     "VariantRow",
     "find_teacher",
     "format_bytes",
+    "format_signed",
     "looks_numeric",
     "markdown_table",
     "pareto_front",
@@ -43,7 +44,7 @@ KINDS = ("teacher float", "teacher int8", "pruned", "PTQ int8", "QAT int8", "dis
 
 @dataclass(frozen=True)
 class RuntimeLatency:
-    """Measured latency of a variant on one runtime.
+    """Measured latency (and memory) of a variant on one runtime.
 
     Attributes:
         runtime: ``litert``, ``onnxruntime``, ...
@@ -51,6 +52,11 @@ class RuntimeLatency:
         artifact: the file that ran (a ``.tflite`` on LiteRT, an ``.onnx`` on ONNX Runtime).
         threads: the runtime's thread count.
         cpu: the CPU it was measured on.
+        peak_rss_mb: the benchmark process's peak resident memory, MiB.
+        model_rss_mb: resident growth while the model loaded, MiB.
+        isolated: the benchmark ran in a process of its own (numpy and the runtime only), so
+            ``peak_rss_mb`` is this artifact's footprint; ``False``: the process's high-water mark,
+            shared with whatever else it loaded; ``None``: not recorded.
     """
 
     runtime: str
@@ -59,6 +65,9 @@ class RuntimeLatency:
     artifact: str | None = None
     threads: int | None = None
     cpu: str | None = None
+    peak_rss_mb: float | None = None
+    model_rss_mb: float | None = None
+    isolated: bool | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.runtime, str) or not self.runtime:
@@ -67,6 +76,12 @@ class RuntimeLatency:
             raise ValueError(f"Expected p50_ms > 0 for {self.runtime}. Received: p50_ms={self.p50_ms!r}.")
         if self.p90_ms is not None and (not _positive(self.p90_ms) or self.p90_ms < self.p50_ms):
             raise ValueError(f"Expected p90_ms >= p50_ms for {self.runtime}. Received: p90_ms={self.p90_ms!r}.")
+        if self.peak_rss_mb is not None and not (_finite(self.peak_rss_mb) and self.peak_rss_mb >= 0):
+            raise ValueError(f"Expected peak_rss_mb >= 0 for {self.runtime}. Received: peak_rss_mb={self.peak_rss_mb!r}.")
+        if self.model_rss_mb is not None and not _finite(self.model_rss_mb):
+            raise ValueError(f"Expected a finite model_rss_mb for {self.runtime}. Received: {self.model_rss_mb!r}.")
+        if self.isolated is not None and not isinstance(self.isolated, bool):
+            raise ValueError(f"Expected isolated as true/false for {self.runtime}. Received: {self.isolated!r}.")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -90,6 +105,8 @@ class VariantRow:
             is accepted and converted.
         gate: the recipe's acceptance gate result, e.g. ``{"passed": False, "reasons": [...]}``.
         notes: free text shown under the tables.
+        label: the human name shown in the report (``student int8``); ``None``: derived from the
+            artifact's sidecar (:mod:`roverlite.report.labels`), else ``name``.
     """
 
     name: str
@@ -106,12 +123,15 @@ class VariantRow:
     latency: tuple[RuntimeLatency, ...] = ()
     gate: Mapping[str, Any] | None = None
     notes: tuple[str, ...] = ()
+    label: str | None = None
 
     def __post_init__(self) -> None:
         for key in ("name", "kind"):
             value = getattr(self, key)
             if not isinstance(value, str) or not value.strip():
                 raise ValueError(f"Expected a non-empty {key} for a variant. Received: {key}={value!r}.")
+        if self.label is not None and (not isinstance(self.label, str) or not self.label.strip()):
+            raise ValueError(f"Expected a non-empty label (or none) for {self.name!r}. Received: label={self.label!r}.")
         if self.miou is not None and not _fraction(self.miou):
             raise ValueError(f"Expected miou in [0, 1] for {self.name!r}. Received: miou={self.miou!r}.")
         if not isinstance(self.per_class_iou, Mapping):
@@ -148,6 +168,11 @@ class VariantRow:
     @property
     def is_teacher(self) -> bool:
         return self.kind.strip().lower().startswith("teacher")
+
+    @property
+    def display_name(self) -> str:
+        """What the report calls the row: its ``label``, else its ``name``."""
+        return self.label or self.name
 
     # === JSON ===
 
@@ -194,6 +219,10 @@ def _latencies(value: Any) -> tuple[RuntimeLatency, ...]:
 
 def _positive(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _fraction(value: Any) -> bool:
@@ -311,3 +340,10 @@ def format_bytes(size: int | None) -> str | None:
     if size < 10 * 1024 * 1024:
         return f"{size / 1024:,.0f} KiB"
     return f"{size / (1024 * 1024):,.1f} MiB"
+
+
+def format_signed(value: float | None, digits: int = 4) -> str | None:
+    """``+0.0123`` / ``−0.0456`` (a true minus sign) for differences; ``None`` stays ``None``."""
+    if value is None:
+        return None
+    return f"+{value:.{digits}f}" if value >= 0 else f"−{abs(value):.{digits}f}"

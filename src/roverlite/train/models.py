@@ -36,6 +36,7 @@ _MODELS: dict[str, PresetFn] = {}
 # The distillation students, largest first: the latency-budget search
 # (roverlite.compress.search) takes the first one fast enough. unet_micro is left out: it is the
 # MCU model (a different decoder and depth), not a rung of this size ladder.
+STEMS = ("conv", "pool")  # build_unet(stem=...), used with stem_stride=2
 STUDENT_LADDER: tuple[str, ...] = ("unet_s", "unet_xs", "unet_xxs", "unet_nano")
 
 # Widths double per level up to 16x the base: deeper levels work at 1/256 of the pixels or
@@ -63,6 +64,7 @@ def build_unet(
     convs_per_block: int = 2,
     dropout: float = 0.0,
     stem_stride: int = 1,
+    stem: str = "conv",
     coord_channels: bool = False,
     batch_size: int | None = None,
     name: str = "unet",
@@ -93,6 +95,11 @@ def build_unet(
             Conv2DTranspose for the transpose decoder, nearest UpSampling2D for the nearest one).
             No layer works at full resolution, which is where a small model spends most of
             its latency (memory traffic of thin, large tensors, not MACs).
+        stem: with ``stem_stride=2``, ``"conv"`` (the stride-2 3x3 conv above) or ``"pool"``: a
+            2x2 average pool, the U-Net unchanged behind it, and its 1x1 ``logits`` upsampled 2x
+            (nearest) whatever the decoder. That is a full-resolution U-Net run at half
+            resolution, what :func:`roverlite.compress.resolution.half_resolution` makes of a
+            trained one (every weight carries over).
         coord_channels: append each pixel's row and column (in [-1, 1]) to the input channels
             (CoordConv, :class:`blocks.CoordinateChannels`), for scenes whose layout is fixed to
             the camera. TFMOT prunes it but cannot quantize-aware-train it (PTQ int8 works).
@@ -109,6 +116,8 @@ def build_unet(
     """
     widths = _level_widths(depth, base_width, width_multipliers)
     _check_args(input_shape, num_classes, depth, norm, activation, decoder, convs_per_block, dropout, aspp_rates, stem_stride)
+    if stem not in STEMS:
+        raise ValueError(f"Expected stem in {STEMS}. Received: stem={stem!r}." + did_you_mean(stem, STEMS))
     block = {"convs": int(convs_per_block), "norm": norm, "act": activation, "residual": residual, "se": squeeze_excite}
 
     inputs = keras.Input(shape=tuple(int(s) for s in input_shape), batch_size=batch_size, name="image")
@@ -117,7 +126,9 @@ def build_unet(
         raise ValueError(f"Expected coord_channels true or false. Received: coord_channels={coord_channels!r}.")
     if coord_channels:
         x = blocks.CoordinateChannels(name="coords")(x)
-    if stem_stride == 2:
+    if stem_stride == 2 and stem == "pool":
+        x = keras.layers.AveragePooling2D(2, name="stem_pool")(x)
+    elif stem_stride == 2:
         x = blocks.conv_norm_act(x, widths[0], "stem", strides=2, norm=norm, act=activation)
     for level in range(depth):
         x = blocks.conv_block(x, widths[level], f"enc{level}", **block)
@@ -139,7 +150,7 @@ def build_unet(
     # The output conv is always named "logits": pruning skips it by that name.
     if stem_stride == 1:
         outputs = keras.layers.Conv2D(num_classes, 1, dtype="float32", name="logits")(x)
-    elif decoder == "transpose":
+    elif decoder == "transpose" and stem == "conv":
         outputs = keras.layers.Conv2DTranspose(num_classes, 2, strides=2, dtype="float32", name="logits")(x)
     else:
         x = keras.layers.Conv2D(num_classes, 1, dtype="float32", name="logits")(x)
