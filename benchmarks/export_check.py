@@ -43,10 +43,22 @@ def _summary(result) -> dict:
             **{k: result.check.get(k) for k in _CHECK_KEYS}}
 
 
+def _epochs(run: Path) -> dict | None:
+    """The teacher run's last logged epoch and its validation mIoU (``metrics.jsonl``), if any."""
+    import json
+
+    lines = (run / "metrics.jsonl").read_text().splitlines() if (run / "metrics.jsonl").is_file() else []
+    if not lines:
+        return None
+    last = json.loads(lines[-1])
+    return {"epochs_trained": last.get("epoch"), "val_miou": last.get("val_miou")}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--teacher", type=Path, required=True, help="a finished `roverlite train` run folder")
     parser.add_argument("--out", type=Path, help="export folder (default: runs/bench/export_check_<dataset>)")
+    parser.add_argument("--tag", help="results file export_check_<dataset>_<tag>.json (e.g. for a partly trained teacher)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname).1s %(name)s: %(message)s")
 
@@ -79,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     record = {
         "dataset": name,
         "teacher": str(args.teacher),
+        "teacher_epochs": _epochs(args.teacher),
         "checks": {"default": _summary(default), "first_32": _summary(first), "blank_calibration": _summary(broken)},
         "full_split": {"images": len(val.ids), "keras_miou": keras["miou"], "int8_miou": int8["miou"],
                        "miou_drop": keras["miou"] - int8["miou"],
@@ -88,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         "host": host_info(),
         "command": " ".join(shlex.quote(a) for a in ["python", "benchmarks/export_check.py", *sys.argv[1:]]),
     }
-    path = atomic_write_json(RESULTS / f"export_check_{name}.json", record)
+    path = atomic_write_json(RESULTS / f"export_check_{name}{'_' + args.tag if args.tag else ''}.json", record)
     print(f"default check: {'passed' if default.passed else 'FAILED'}; first 32: "
           f"{'passed' if first.passed else 'FAILED'}; blank calibration: {'passed' if broken.passed else 'FAILED'}")
     print(f"written {path}")

@@ -22,7 +22,8 @@ from roverlite.config import DataConfig
 SIZE = 32
 DATA_CFG = DataConfig(image_size=(SIZE, SIZE), mean=(0.5,), std=(0.25,))
 # Modules a robot does not have; device-side subprocesses run with these made unimportable.
-BLOCKED_MODULES = ("tensorflow", "tf_keras", "keras", "tensorflow_model_optimization", "tf2onnx", "onnx", "PIL", "yaml")
+# Pillow is a device requirement (roverlite[device], a bundle's requirements-device.txt).
+BLOCKED_MODULES = ("tensorflow", "tf_keras", "keras", "tensorflow_model_optimization", "tf2onnx", "onnx", "yaml")
 
 _CACHE: dict[str, Any] = {}
 
@@ -83,7 +84,7 @@ def tiny_exports(tmp_path_factory: Any) -> dict[str, Any]:
 
 
 def run_device_python(code: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run ``code`` in a fresh interpreter where TensorFlow, Pillow, PyYAML and onnx cannot be imported."""
+    """Run ``code`` in a fresh interpreter where TensorFlow, PyYAML and onnx cannot be imported."""
     blocker = "import sys\n" + "".join(f"sys.modules[{name!r}] = None\n" for name in BLOCKED_MODULES)
     return subprocess.run(
         [sys.executable, "-c", blocker + textwrap.dedent(code)],

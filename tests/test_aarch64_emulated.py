@@ -55,7 +55,7 @@ def test_emulated_aarch64_bundles_give_the_x86_masks_and_miou_for_litert_and_onn
         assert report["model"]["trained"][run["format"]]["non_trivial"]
     assert report["passed"]
     assert {"pixel_agreement", "miou_abs_diff", "runtime", "wheels", "command"} <= set(report)
-    assert {"numpy", "ai-edge-litert", "onnxruntime"} <= set(report["wheels"])
+    assert {"numpy", "pillow", "ai-edge-litert", "onnxruntime"} <= {name.lower() for name in report["wheels"]}
 
 
 # === Host support: clear skip reasons ===

@@ -340,6 +340,63 @@ def _eval_json_to_unwritable_folder(kit: Kit) -> Scenario:
                     (f"Cannot write {str(result)!r}", str(blocker)), outputs=(result,))
 
 
+# --- Issue 23: configs that expand, artifacts whose sidecar is overridden, thread counts ---
+
+
+def _config_case(text: str, culprits: tuple[str, ...]) -> Callable[[Kit], Scenario]:
+    def build(kit: Kit) -> Scenario:
+        cfg = kit.tmp / "c.yaml"
+        cfg.write_text(text)
+        out = kit.tmp / "run"
+        return Scenario(("-q", "train", "--config", cfg, "--out", out), (str(cfg), *culprits), out_dirs=(out,))
+
+    return build
+
+
+def _huge_override(kit: Kit) -> Scenario:
+    return Scenario(("-q", "config", "show", "--set", "train.epochs=" + "9" * 5000), ("train.epochs", "5000"))
+
+
+def _artifact_override(command: str, key: str, value: str) -> Callable[[Kit], Scenario]:
+    def build(kit: Kit) -> Scenario:
+        artifact = kit.artifacts["tflite"]
+        result = kit.tmp / ("eval.json" if command == "eval" else "bundle.tar.gz")
+        target = ("--json", result) if command == "eval" else ("--out", result, "--images", "2")
+        data = EVAL_SYNTHETIC if command == "eval" else EVAL_SYNTHETIC[:4]
+        culprits = (f"--set data.{key}", str(artifact.with_suffix(".json")), value)
+        return Scenario(("-q", command, artifact, *data, "--set", f"data.{key}={value}", *target), culprits,
+                        outputs=(result,))
+
+    return build
+
+
+def _too_many_threads(command: str) -> Callable[[Kit], Scenario]:
+    def build(kit: Kit) -> Scenario:
+        result = kit.tmp / "out.json"
+        if command == "eval":
+            argv = ("-q", "eval", kit.artifacts["tflite"], *EVAL_SYNTHETIC, "--threads", "1000", "--json", result)
+        else:
+            argv = ("-q", "bench", kit.artifacts["onnx"], "--runs", "1", "--warmup", "0", "--threads", "1000",
+                    "--json", result)
+        return Scenario(argv, ("threads=1000", "CPU cores"), outputs=(result,))
+
+    return build
+
+
+ISSUE_23_CASES: dict[str, Callable[[Kit], Scenario]] = {
+    "duplicate_config_key-via-train": _config_case("train:\n  epochs: 3\n  epochs: 30\n", ("train.epochs", "twice")),
+    "number_of_5000_digits_in_config-via-train": _config_case(
+        "train:\n  epochs: " + "1" * 5000 + "\n", ("train.epochs", "5000")
+    ),
+    "number_of_5000_digits_in_override-via-config-show": _huge_override,
+    "artifact_image_size_override-via-eval": _artifact_override("eval", "image_size", "[64, 64]"),
+    "artifact_huge_image_size_override-via-eval": _artifact_override("eval", "image_size", "[100000, 100000]"),
+    "artifact_normalisation_override-via-bundle": _artifact_override("bundle", "mean", "[0.3]"),
+    "threads_beyond_the_cores-via-eval": _too_many_threads("eval"),
+    "threads_beyond_the_cores-via-bench": _too_many_threads("bench"),
+}
+
+
 CASES: dict[str, Callable[[Kit], Scenario]] = {
     **{f"{problem}-via-{command}": data_case(problem, command)
        for problem in DATA_PROBLEMS for command in ("eval", "train")},
@@ -351,6 +408,7 @@ CASES: dict[str, Callable[[Kit], Scenario]] = {
     "sidecar_sha256_mismatch_onnx-via-eval": _eval_sha_mismatch("onnx"),
     "unwritable_output_folder-via-export": _export_to_unwritable_folder,
     "unwritable_output_folder-via-eval-json": _eval_json_to_unwritable_folder,
+    **ISSUE_23_CASES,
 }
 
 
@@ -448,16 +506,16 @@ def test_disk_full_while_writing_an_artifact_is_one_line_and_leaves_no_file(run_
 
 def test_disk_full_while_writing_the_sidecar_removes_the_artifact(run_dir, tmp_path, capsys, monkeypatch):
     from roverlite.export import metadata
-    from roverlite.io import atomic_write
+    from roverlite.io import write_staged
 
-    def full_disk(path, obj):
+    def full_disk(staged, final, obj):
         def write(fh):
             fh.write('{\n  "schema_version": 1,')  # part of the sidecar reaches the temporary file
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-        return atomic_write(path, write, "w")
+        return write_staged(staged, final, write, "w")
 
-    monkeypatch.setattr(metadata, "atomic_write_json", full_disk)
+    monkeypatch.setattr(metadata, "write_staged_json", full_disk)
     out = tmp_path / "exports"
     sidecar = out / "unet_tiny_tflite.json"
     code, stdout, err = run_cli(capsys, ("-q", "export", run_dir, "--format", "tflite", "--out", out,
@@ -479,3 +537,96 @@ def test_segmenter_predict_refuses_non_finite_pixels(artifacts, value):
     with pytest.raises(ValueError, match="finite"):
         segmenter.predict(image)
     assert segmenter.predict(np.full((SIZE, SIZE), 100.0, np.float32)).shape == (SIZE, SIZE)  # still usable
+
+
+# === Issue 23: re-export keeps the previous artifact; hostile configs; any error is one line ===
+
+
+def _exported_pair(kit: Kit, folder: Path) -> dict[str, bytes]:
+    """A good previous export in ``folder``: the module's TFLite artifact and sidecar, as bytes by name."""
+    folder.mkdir()
+    source = kit.artifacts["tflite"]
+    for path in (source, source.with_suffix(".json")):
+        shutil.copyfile(path, folder / path.name)
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def _assert_previous_pair_intact(folder: Path, before: dict[str, bytes]) -> None:
+    from roverlite.deploy.sidecar import load_verified
+
+    after = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert sorted(after) == sorted(before), f"files now: {sorted(after)}"  # no temporary or pending file
+    assert after == before
+    load_verified(next(folder.glob("*.tflite")))  # still a checksum-valid pair
+
+
+@pytest.mark.parametrize("failure", [KeyboardInterrupt, RuntimeError], ids=["ctrl-c", "crash"])
+def test_reexport_interrupted_or_failing_during_the_self_check_keeps_the_previous_artifact(
+    kit, capsys, monkeypatch, failure
+):
+    import roverlite.export as export
+
+    out = kit.tmp / "exports"
+    before = _exported_pair(kit, out)
+
+    def self_check(*args, **kwargs):
+        raise failure("stopped during the self-check")
+
+    monkeypatch.setattr(export, "self_check", self_check)
+    code, stdout, err = run_cli(capsys, ("-q", "export", kit.run_dir, "--format", "tflite", "--out", out,
+                                         "--check-images", "2"))
+    if failure is KeyboardInterrupt:
+        assert code == 130 and err.strip() == "roverlite: interrupted"
+    else:  # an unexpected error is one line too (--debug shows the traceback)
+        assert_one_line_error(code, stdout, err, Scenario((), ("RuntimeError", "stopped during the self-check")))
+    _assert_previous_pair_intact(out, before)
+
+
+def _run_limited(argv: list[str], cwd: Path, memory_bytes: int, timeout: float) -> subprocess.CompletedProcess:
+    import resource
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    return subprocess.run([sys.executable, "-m", "roverlite", *argv], preexec_fn=limit, capture_output=True,
+                          text=True, env=env, cwd=cwd, timeout=timeout, check=False)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS semantics checked on Linux")
+@pytest.mark.parametrize("command", [("config", "show"), ("data", "audit")])
+def test_yaml_alias_bomb_is_refused_before_anything_expands(tmp_path, command):
+    # 9 levels of 9 aliases: ~4e8 strings once expanded (the issue's 531-byte file grew past 1.4 GB).
+    # Under a 1 GiB address-space limit and 60 s, only a refusal before expansion can pass.
+    lines = ["l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"l{k}: &l{k} [{', '.join([f'*l{k - 1}'] * 9)}]" for k in range(1, 10)]
+    cfg = tmp_path / "bomb.yaml"
+    cfg.write_text("\n".join(lines) + "\n")
+    assert cfg.stat().st_size < 1024
+    done = _run_limited(["-q", *command, "--config", str(cfg)], tmp_path, memory_bytes=1 << 30, timeout=60)
+    assert_one_line_error(done.returncode, done.stdout, done.stderr, Scenario((), (str(cfg), "alias *l0", "line 2")))
+
+
+def test_unexpected_error_is_one_line_and_debug_shows_its_traceback(capsys, monkeypatch):
+    from roverlite.config import Config
+
+    def out_of_memory(self, path=None):
+        raise MemoryError("Unable to allocate 37.3 GiB for an array")
+
+    monkeypatch.setattr(Config, "to_yaml", out_of_memory)
+    code, out, err = run_cli(capsys, ("config", "show"))
+    assert_one_line_error(code, out, err, Scenario((), ("MemoryError", "Unable to allocate 37.3 GiB")))
+    with pytest.raises(MemoryError):
+        main(["config", "show", "--debug"])
+
+
+def test_debug_flag_after_the_subcommand_shows_the_traceback(kit):
+    artifact = kit.modified_artifact("tflite")
+    with pytest.raises(ValueError, match="sha256 does not match"):
+        main(["eval", str(artifact), *EVAL_SYNTHETIC, "-q", "--debug"])
+
+
+def test_override_in_exponent_notation_is_a_number(capsys):
+    code, out, err = run_cli(capsys, ("config", "show", "--set", "train.learning_rate=1e-3"))
+    assert code == 0, err
+    assert "learning_rate: 0.001" in out

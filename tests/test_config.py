@@ -114,3 +114,61 @@ def test_yaml_tags_are_not_executed(tmp_path):
 def test_default_colours_are_one_per_class():
     data = DataConfig(classes=("a", "b", "c"))
     assert len(data.class_colors) == 3
+
+
+def test_config_scalars_are_read_as_yaml_1_2_and_written_back_unchanged(tmp_path):
+    # YAML 1.1 read 1e-3 as a string, "no" as False (a class named "no"), 010 as 8 and 1:30 as 90.
+    cfg = load_config(None, overrides=["train.learning_rate=1e-3", "data.classes=[no, yes, on, '1e3', 1:30]",
+                                       "train.seed=010", "data.colors=null"])
+    assert cfg.train.learning_rate == 0.001 and cfg.train.seed == 10
+    assert cfg.data.classes == ("no", "yes", "on", "1e3", "1:30")
+    with pytest.raises(ConfigError, match=r"Expected true or false for train.jit_compile. Received: 'yes'"):
+        load_config(None, overrides=["train.jit_compile=yes"])
+    cfg.to_yaml(tmp_path / "c.yaml")
+    assert load_config(tmp_path / "c.yaml") == cfg
+
+
+# === Hazards ===
+
+
+def test_mars_configs_declare_big_rock_as_a_hazard_and_cropweed_none():
+    for name in ("mars.yaml", "mars_an2dl.yaml", "mars_gpu.yaml"):
+        assert load_config(REPO / "configs" / name).data.hazards == {"big_rock": ("soil", "sand")}
+    assert load_config(REPO / "configs" / "cropweed.yaml").data.hazards is None
+
+
+def test_hazards_round_trip_through_yaml(tmp_path):
+    cfg = load_config(overrides=["data.hazards={big_rock: [soil, sand], sand: [soil]}"])
+    assert cfg.data.hazards == {"big_rock": ("soil", "sand"), "sand": ("soil",)}
+    out = tmp_path / "resolved.yaml"
+    cfg.to_yaml(out)
+    assert "hazards:" in out.read_text()
+    assert load_config(out) == cfg
+
+
+@pytest.mark.parametrize(
+    "hazards, fragment",
+    [
+        ({"big_rok": ["soil"]}, "Received: 'big_rok'. Did you mean \"big_rock\"?"),
+        ({"big_rock": ["soil", "snad"]}, "Received: 'snad'. Did you mean \"sand\"?"),
+        ({"big_rock": ["soil", "big_rock"]}, "not 'big_rock' itself"),
+        ({"big_rock": []}, "must list the traversable classes"),
+        ({"big_rock": ["soil", "soil"]}, "each once"),
+        ({"big_rock": "soil"}, "Expected a list for data.hazards"),
+    ],
+)
+def test_invalid_hazards_are_refused_naming_the_class(hazards, fragment):
+    with pytest.raises(ConfigError) as err:
+        Config.from_dict({"data": {"hazards": hazards}})
+    assert fragment in str(err.value)
+
+
+def test_declaring_hazards_does_not_block_resuming_or_adopting_a_run_trained_without_them():
+    from roverlite.config import to_plain
+    from roverlite.train.fit import _differing_keys
+
+    before = to_plain(load_config(REPO / "configs" / "mars.yaml", overrides=["data.hazards=null"]))
+    after = to_plain(load_config(REPO / "configs" / "mars.yaml"))
+    assert after["data"]["hazards"] and _differing_keys(before, after) == []
+    after["data"]["classes"] = ["a", "b", "c", "d"]
+    assert _differing_keys(before, after) == ["data.classes"]

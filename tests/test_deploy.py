@@ -1,4 +1,4 @@
-"""roverlite.deploy on a "robot": no TensorFlow, no Pillow; damaged files, sidecars, bundles."""
+"""roverlite.deploy on a "robot": no TensorFlow (Pillow resizes, as in training); damaged files, sidecars, bundles."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ import io
 import json
 import shutil
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 from export_helpers import (
     BLOCKED_MODULES,
+    DATA_CFG,
     SIZE,
     band_scenes,
     run_device_python,
@@ -28,7 +30,7 @@ from roverlite.deploy import (
     read_sidecar,
     unpack_bundle,
 )
-from roverlite.deploy.resize import resize_bilinear, resize_nearest, rgb_to_gray
+from roverlite.deploy.resize import resize_bilinear, resize_nearest
 from roverlite.deploy.runtime import default_providers, load_runner
 from roverlite.deploy.sidecar import sidecar_path
 
@@ -52,7 +54,7 @@ def _copy_artifact(result, folder):
 # === The device has no TensorFlow ===
 
 
-def test_deploy_runs_in_a_process_where_tensorflow_and_pillow_cannot_be_imported(exports, tmp_path):
+def test_deploy_runs_in_a_process_where_tensorflow_cannot_be_imported(exports, tmp_path):
     images, _ = band_scenes(3, seed=7)
     np.save(tmp_path / "images.npy", images)
     artifacts = {fmt: str(exports[fmt].path) for fmt in DEVICE_FORMATS}
@@ -218,22 +220,118 @@ def test_default_onnx_providers_end_with_cpu_and_threads_are_validated(exports):
         load_runner(exports["onnx"].path, threads=0)
 
 
-# === Resizing matches the training loader (Pillow) ===
+# === Preprocessing is the training loader's, in bounded memory ===
 
 
-def test_numpy_resize_matches_pillow():
+def _odd_sized_dataset(root, rgb: bool):
+    """Noisy 75x61 scenes (gray, or RGB with channels 0-3 levels apart) and masks, as a folder dataset."""
     from PIL import Image
 
-    rng = np.random.default_rng(0)
-    for h, w, out_h, out_w in [(75, 61, 32, 32), (20, 30, 64, 48), (128, 128, 128, 96), (33, 17, 7, 40)]:
-        image = rng.integers(0, 256, (h, w), dtype=np.uint8)
-        pil = np.asarray(Image.fromarray(image).resize((out_w, out_h), Image.Resampling.BILINEAR))
-        assert np.abs(resize_bilinear(image, (out_h, out_w)).astype(int) - pil).max() <= 1
-        mask = rng.integers(0, 5, (h, w), dtype=np.uint8)
-        pil_mask = np.asarray(Image.fromarray(mask).resize((out_w, out_h), Image.Resampling.NEAREST))
-        np.testing.assert_array_equal(resize_nearest(mask, (out_h, out_w)), pil_mask)
-    rgb = rng.integers(0, 256, (9, 7, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(rgb_to_gray(rgb)[..., 0], np.asarray(Image.fromarray(rgb).convert("L")))
+    rng = np.random.default_rng(3)
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for k in range(4):
+        gray = rng.integers(0, 253, (75, 61), dtype=np.uint8)
+        pixels = np.stack([gray, gray + rng.integers(0, 3, gray.shape, dtype=np.uint8), gray + 2], -1) if rgb else gray
+        Image.fromarray(pixels).save(root / "images" / f"s{k}.png")
+        Image.fromarray(rng.integers(0, 4, (75, 61), dtype=np.uint8)).save(root / "masks" / f"s{k}.png")
+    return root
+
+
+@pytest.mark.parametrize("rgb", [False, True], ids=["gray-frames", "near-gray-rgb-frames"])
+def test_device_preprocessing_gives_the_training_loaders_arrays(exports, tmp_path, rgb):
+    import dataclasses
+
+    from roverlite.data.formats import open_source
+    from roverlite.data.loader import load_split, normalize
+
+    root = _odd_sized_dataset(tmp_path / "data", rgb)
+    data_cfg = dataclasses.replace(DATA_CFG, format="folder", path=str(root))
+    loaded = load_split(data_cfg, "all", workers=1)
+    source = open_source(data_cfg)
+    segmenter = Segmenter(exports["tflite"].path, threads=1)
+    for k, sample_id in enumerate(loaded.ids):
+        frame = source.read_image(sample_id)
+        assert frame.shape[:2] == (75, 61) and frame.shape[2] == (3 if rgb else 1)
+        np.testing.assert_array_equal(
+            segmenter.preprocess(frame)[0], normalize(loaded.images[k], data_cfg.mean, data_cfg.std)
+        )
+
+
+@pytest.fixture(scope="module")
+def rgb_artifact(tmp_path_factory):
+    """An untrained RGB ``unet_tiny`` (64x64x3) as float TFLite: memory does not depend on the weights."""
+    from roverlite.config import DataConfig
+    from roverlite.export import export_model
+    from roverlite.train.models import create_model
+
+    data_cfg = DataConfig(image_size=(64, 64), color_mode="rgb", mean=(0.5,), std=(0.25,))
+    model = create_model("unet_tiny", input_shape=(64, 64, 3), num_classes=4)
+    (result,) = export_model(model, ["tflite"], tmp_path_factory.mktemp("rgb"), data_cfg, name="rgb")
+    return result.path
+
+
+_PEAK_PROBE = """
+import json, sys, time
+import numpy as np
+from roverlite.deploy import Segmenter
+
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+
+segmenter = Segmenter(sys.argv[1], threads=1)
+segmenter.predict(np.zeros((480, 640, 3), np.uint8))  # imports and runtime buffers, as in a camera loop
+frame = np.random.default_rng(0).integers(0, 256, (3000, 4000, 3), dtype=np.uint8)
+open("/proc/self/clear_refs", "w").write("5")  # peak RSS := current RSS
+before = status("VmRSS")
+started = time.perf_counter()
+mask = segmenter.predict(frame)
+seconds = time.perf_counter() - started
+growth = status("VmHWM") - before
+open("/proc/self/clear_refs", "w").write("5")
+before = status("VmRSS")
+picture = segmenter.overlay(frame, mask)
+print(json.dumps({"growth": growth, "overlay_growth": status("VmHWM") - before, "frame": frame.nbytes,
+                  "seconds": seconds, "shape": list(mask.shape), "overlay_shape": list(picture.shape)}))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's resettable peak RSS")
+def test_predict_and_overlay_on_a_12_mp_rgb_frame_need_at_most_3x_the_frame_in_memory(rgb_artifact):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _PEAK_PROBE, str(rgb_artifact)], capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["shape"] == [3000, 4000] and out["overlay_shape"] == [3000, 4000, 3]
+    assert out["growth"] <= 3 * out["frame"], f"predict: peak RSS grew {out['growth'] / out['frame']:.1f}x the frame"
+    # The overlay is itself the frame's size; blending it must not take float copies of the whole frame.
+    ratio = out["overlay_growth"] / out["frame"]
+    assert out["overlay_growth"] <= 2 * out["frame"], f"overlay: peak RSS grew {ratio:.1f}x the frame"
+
+
+def test_gray_frames_are_replicated_for_an_rgb_model_after_resizing_with_the_same_result():
+    from roverlite.deploy.resize import gray_to_rgb, resize_bilinear
+
+    gray = np.random.default_rng(1).integers(0, 256, (75, 61, 1), dtype=np.uint8)
+    np.testing.assert_array_equal(gray_to_rgb(resize_bilinear(gray, (32, 32))),
+                                  resize_bilinear(gray_to_rgb(gray), (32, 32)))
+
+
+def test_threads_beyond_the_usable_cores_are_refused(exports):
+    from roverlite.deploy.hostinfo import usable_cpus
+
+    cores = usable_cpus()
+    assert load_runner(exports["onnx"].path, threads=cores).input.shape[-1] == 1
+    for threads in (cores + 1, 1000):
+        with pytest.raises(ValueError, match=rf"from 1 to {cores} .*threads={threads}"):
+            load_runner(exports["onnx"].path, threads=threads)
+        with pytest.raises(ValueError, match="threads"):
+            Segmenter(exports["tflite"].path, threads=threads)
 
 
 # === Sidecar parsing ===
@@ -337,6 +435,7 @@ def test_bundle_round_trip_runs_on_a_device_without_roverlite_or_tensorflow(expo
             "tiny_tflite_int8.json"} <= {p.name for p in folder.iterdir()}
     requirements = (folder / "requirements-device.txt").read_text()
     assert "ai-edge-litert==" in requirements and "onnxruntime==" in requirements and "numpy==" in requirements
+    assert "pillow==" in requirements  # the device resizes with Pillow, as training does
     assert load_testpack(folder / "testpack.npz").ids == tuple(ids)
 
     proc = run_device_python(
@@ -419,3 +518,84 @@ def test_unpack_keeps_links_that_stay_inside(tmp_path):
     archive = _tar_with(tmp_path, _member("alias.py", tarfile.SYMTYPE, "run.py"))
     dest = unpack_bundle(archive, tmp_path / "dest")
     assert (dest / "alias.py").resolve() == (dest / "run.py").resolve()
+
+
+def _tar_of(tmp_path, *members):
+    """A .tar.gz of ``(TarInfo, bytes)`` members in order (bytes only for regular files)."""
+    path = tmp_path / "crafted.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for info, data in members:
+            if info.isreg():
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+            else:
+                tar.addfile(info)
+    return path
+
+
+@pytest.mark.parametrize(
+    "members, message",
+    [
+        # d/s -> .. stays inside (it is the root); x -> d/s/.. is then the root's parent.
+        ([(_member("d", tarfile.DIRTYPE), b""), (_member("d/s", tarfile.SYMTYPE, ".."), b""),
+          (_member("x", tarfile.SYMTYPE, "d/s/.."), b"")], "escaping"),
+        ([(_member("a", tarfile.SYMTYPE, "b"), b""), (_member("b", tarfile.SYMTYPE, "a"), b"")], "escaping"),
+        ([(_member("hard", tarfile.LNKTYPE, "missing.py"), b"")], "hard link"),
+        ([(_member("hard", tarfile.LNKTYPE, "later.py"), b""), (_member("later.py"), b"x")], "hard link"),
+        ([(_member("sub", tarfile.DIRTYPE), b""), (_member("sub/up", tarfile.SYMTYPE, "../run.py/../../etc"), b"")],
+         "escaping"),
+        ([(_member("twice.py"), b"x"), (_member("twice.py"), b"y")], "more than once"),
+        ([(_member("d", tarfile.SYMTYPE, "."), b""), (_member("d/d/../../../x"), b"x")], "'..'"),
+    ],
+    ids=["chained-symlink", "symlink-loop", "hardlink-to-missing", "hardlink-before-target", "up-through-a-file",
+         "duplicate", "dotdot-through-link"],
+)
+def test_unpack_checks_links_as_the_file_system_resolves_them_before_extracting_anything(tmp_path, members, message):
+    archive = _tar_of(tmp_path, (_member("run.py"), b"x"), *members)
+    dest = tmp_path / "dest"
+    with pytest.raises(ValueError, match=message):
+        unpack_bundle(archive, dest)
+    assert not dest.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["crafted.tar.gz"]  # no staging folder left
+
+
+def test_unpack_refuses_more_members_or_bytes_than_its_limits_before_extracting(tmp_path):
+    from roverlite.deploy.bundle import MAX_BUNDLE_MEMBERS
+
+    many = _tar_of(tmp_path, *[(_member(f"f{k}"), b"") for k in range(MAX_BUNDLE_MEMBERS + 1)])
+    with pytest.raises(ValueError, match=f"too many members. Expected at most {MAX_BUNDLE_MEMBERS}"):
+        unpack_bundle(many, tmp_path / "dest")
+    large = _tar_of(tmp_path, (_member("a"), b"x" * 600), (_member("b"), b"x" * 600))
+    with pytest.raises(ValueError, match="too large. Expected at most 1000 bytes"):
+        unpack_bundle(large, tmp_path / "dest", max_bytes=1000)
+    assert not (tmp_path / "dest").exists()
+    assert unpack_bundle(large, tmp_path / "dest", max_bytes=1200).joinpath("b").stat().st_size == 600
+
+
+def test_unpack_into_a_folder_holding_files_is_refused(tmp_path):
+    archive = _tar_of(tmp_path, (_member("run.py"), b"new"))
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "run.py").write_bytes(b"old")
+    with pytest.raises(FileExistsError, match="dest"):
+        unpack_bundle(archive, dest)
+    assert (dest / "run.py").read_bytes() == b"old"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert (unpack_bundle(archive, empty) / "run.py").read_bytes() == b"new"
+
+
+def test_test_pack_declaring_more_than_its_limit_is_refused_before_reading(tmp_path):
+    import zipfile
+
+    from roverlite.deploy.evaluate import MAX_TESTPACK_BYTES
+
+    shape = (MAX_TESTPACK_BYTES // (128 * 128) + 1, 128, 128)  # header only: a bomb's claim, no data
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False, "shape": shape})
+    path = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("images.npy", header.getvalue())
+        archive.writestr("masks.npy", header.getvalue())
+    with pytest.raises(ValueError, match=f"too large. Expected arrays of at most {MAX_TESTPACK_BYTES} bytes"):
+        load_testpack(path)

@@ -324,3 +324,68 @@ def test_quantization_aware_model_exports_to_int8_tflite_keeping_its_learnt_rang
     # The int8 model runs (up to rounding steps) what the fake-quant graph simulates.
     assert result.check["argmax_agreement"] > 0.99, result.check
     assert float_ops(result.path.read_bytes(), float_io=False) == []
+
+
+# === Re-export into a folder holding an export (issue 23) ===
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL: nothing after it runs, no handler cleans up."""
+
+
+def _other_model():
+    from roverlite._tf import keras
+    from roverlite.train.models import create_model
+
+    keras.utils.set_random_seed(7)
+    return create_model("unet_tiny", input_shape=(SIZE, SIZE, 1), num_classes=4)
+
+
+@pytest.mark.parametrize("renames_done", [1, 2], ids=["before-the-commit-point", "between-the-last-two-renames"])
+def test_reexport_killed_during_its_renames_leaves_a_pair_the_reader_takes_and_the_next_export_finishes(
+    exports, tmp_path, monkeypatch, renames_done
+):
+    import os
+    import shutil
+    from pathlib import Path
+
+    import roverlite.io as rio
+    from roverlite.deploy.sidecar import load_verified, pending_sidecar_path
+
+    out = tmp_path / "exports"
+    out.mkdir()
+    old = exports["tflite"]
+    for path in (old.path, old.sidecar_path):
+        shutil.copyfile(path, out / path.name)
+    artifact, sidecar = out / old.path.name, out / old.sidecar_path.name
+    images, _ = band_scenes(2, seed=4)
+    calls = []
+
+    real_replace = os.replace
+
+    def replace(src, dst, **kwargs):
+        if Path(dst).parent == out:  # the pair's renames (other libraries rename their own files)
+            if len(calls) == renames_done:
+                raise _Killed
+            calls.append(dst)
+        real_replace(src, dst, **kwargs)
+
+    monkeypatch.setattr(rio.os, "replace", replace)
+    with pytest.raises(_Killed):
+        export_model(_other_model(), ["tflite"], out, DATA_CFG, check_images=images, name="tiny")
+    monkeypatch.undo()
+
+    new_sha = sha256_file(artifact)
+    pending = pending_sidecar_path(artifact)
+    assert pending.is_file()  # the new sidecar waits beside the pair
+    if renames_done == 1:  # killed before the commit point: the previous pair, untouched
+        assert new_sha == old.sha256 and read_sidecar(artifact).sha256 == old.sha256
+    else:  # the new artifact is in place, its sidecar still pending: the reader takes the pending one
+        assert new_sha != old.sha256 and read_sidecar(artifact).sha256 == old.sha256
+    assert load_verified(artifact)[0].sha256 == new_sha
+    assert Segmenter(artifact).predict(images[0]).shape == (SIZE, SIZE)
+
+    (result,) = export_model(_other_model(), ["tflite"], out, DATA_CFG, check_images=images, name="tiny")
+    assert not pending.exists()  # finished (or dropped) before the new export, then replaced whole
+    assert read_sidecar(artifact).sha256 == sha256_file(artifact) == result.sha256
+    assert sorted(p.name for p in out.iterdir()) == sorted([artifact.name, sidecar.name])

@@ -531,6 +531,22 @@ def test_png_writer_round_trips_through_pillow(tmp_path):
         png.encode_png(np.zeros((2, 2), np.float32))
 
 
+def test_png_writer_is_pillows_encoder_and_keeps_the_previous_file_on_a_bad_image(tmp_path):
+    # Issue 23: no hand-written PNG encoder; Pillow (roverlite[device]) writes the same bytes as here.
+    import io
+
+    png = _load_edgeloop("png")
+    image = np.random.default_rng(1).integers(0, 256, (6, 5, 3), dtype=np.uint8)
+    expected = io.BytesIO()
+    Image.fromarray(image).save(expected, format="PNG", compress_level=3)
+    path = png.write_png(tmp_path / "overlay.png", image)
+    assert path.read_bytes() == expected.getvalue() == png.encode_png(image)
+    with pytest.raises(ValueError, match="uint8"):
+        png.write_png(path, image.astype(np.float32))
+    assert path.read_bytes() == expected.getvalue()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["overlay.png"]
+
+
 def test_throttle_bits_decode_as_documented():
     thermal = _load_edgeloop("thermal")
     value = thermal.parse_throttled("throttled=0x50005\n")
@@ -740,3 +756,47 @@ def test_loop_latency_stats_keep_a_fixed_window_of_recent_samples():
     assert row["p50"] == 200.5  # the median of the last 100 samples (151..250), not of all
     assert stats.stage("preprocess") == {"count": 0}
     assert stats._rings["model"].nbytes == 400  # float32, allocated once
+
+
+class _ConstantSegmenter:
+    """Just what ``run_loop`` calls: a 1-channel model whose mask is class 1 everywhere."""
+
+    channels = 1
+
+    def __init__(self) -> None:
+        self.runner = self
+
+    def preprocess(self, pixels: np.ndarray) -> np.ndarray:
+        return pixels[None].astype(np.float32)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return np.stack([np.zeros(batch.shape[1:3]), np.ones(batch.shape[1:3])], axis=-1)[None]
+
+    def overlay(self, image: np.ndarray, mask: np.ndarray, alpha: float) -> np.ndarray:
+        return np.repeat(mask[..., None] * 255, 3, axis=-1).astype(np.uint8)
+
+
+class _CountingSource:
+    kind, is_camera = "test", False
+
+    def __init__(self, frames: int) -> None:
+        self.left, self.index = frames, 0
+
+    def read(self):
+        if self.left == 0:
+            return None
+        self.left -= 1
+        self.index += 1
+        return _load_edgeloop("frames").Frame(self.index - 1, np.zeros((6, 8), np.uint8), "test", 0.0)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("keep", "expected"), [(3, (12, 15, 18)), (0, (0, 3, 6, 9, 12, 15, 18))])
+def test_loop_keeps_only_the_newest_overlays_or_all_with_keep_zero(keep, expected, tmp_path):
+    loop = _load_edgeloop("loop")
+    options = loop.LoopOptions(max_frames=20, overlay_dir=tmp_path, overlay_every=3, overlay_keep=keep, log_every_s=0)
+    summary = loop.run_loop(_ConstantSegmenter(), _CountingSource(20), options)
+    assert summary["frames"] == 20 and summary["overlays_written"] == 7
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"overlay_{k:06d}.png" for k in expected]

@@ -508,6 +508,132 @@ def test_non_finite_or_negative_hyperparameters_are_refused(override):
         load_config(None, overrides=[override])
 
 
+# --- Issue 23: YAML that expands, repeats keys or holds huge numbers is refused before it is built ---
+
+INT_FIELDS = sorted(p for p in FIELD_PATHS if len(p) == 2 and type(BASE_CONFIG[p[0]][p[1]]) is int)
+FLOAT_FIELDS = sorted(p for p in FIELD_PATHS if len(p) == 2 and type(BASE_CONFIG[p[0]][p[1]]) is float)
+
+
+@st.composite
+def configs_sharing_a_value(draw) -> tuple[dict, str]:
+    """A perturbed config in which two places hold the same list object (YAML writes it as &id + *id)."""
+    raw = draw(perturbed_configs())
+    shared = draw(st.lists(yaml_scalars, min_size=1, max_size=4))
+    first, second = draw(st.lists(st.sampled_from(FIELD_PATHS), min_size=2, max_size=2, unique=True))
+    for path in (first, second):
+        node = raw
+        for key in path[:-1]:
+            node = node.setdefault(key, {}) if isinstance(node.get(key), dict) else node
+        node[path[-1]] = shared
+    text = yaml.safe_dump(raw)
+    return raw, text
+
+
+@FUZZ
+@given(configs_sharing_a_value())
+def test_config_with_aliases_is_refused_naming_the_alias(tmp_path_factory, case):
+    _, text = case
+    path = tmp_path_factory.mktemp("cfg") / "c.yaml"
+    path.write_text(text, encoding="utf-8")
+    event("aliased" if "*id" in text else "no alias: both places in one replaced section")
+    if "*id" not in text:
+        return
+    with pytest.raises(ConfigError, match=r"uses the YAML alias \*id\d+ \(line \d+\)"):
+        load_config(path)
+
+
+@FUZZ
+@given(st.sampled_from([p for p in FIELD_PATHS if len(p) == 2]),
+       st.one_of(st.none(), st.booleans(), st.integers(-1000, 1000), st.floats(-2, 2), st.sampled_from(["x", "soil"])),
+       st.booleans())
+def test_config_with_a_key_twice_is_refused_naming_it(tmp_path_factory, field, value, first):
+    section, key = field
+    lines = yaml.safe_dump(BASE_CONFIG, sort_keys=False).splitlines()
+    header = lines.index(f"{section}:")
+    extra = f"  {key}: {yaml.safe_dump(value, default_flow_style=True).splitlines()[0]}"
+    lines.insert(header + 1 if first else len(lines), extra if first else f"{section}:\n{extra}")
+    path = tmp_path_factory.mktemp("cfg") / "c.yaml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    twice = f"{section}.{key}" if first else section
+    with pytest.raises(ConfigError, match=rf"sets {re.escape(repr(twice))} twice \(lines \d+ and \d+\)"):
+        load_config(path)
+
+
+@FUZZ
+@given(st.sampled_from(INT_FIELDS + FLOAT_FIELDS), st.integers(101, 20_000), st.sampled_from(["", "-", "0.", "1e"]),
+       st.booleans())
+def test_number_with_thousands_of_digits_is_one_short_message_naming_the_key(tmp_path_factory, field, digits, prefix,
+                                                                           as_override):
+    number = prefix + "7" * digits
+    key = ".".join(field)
+    if as_override:
+        call = lambda: load_config(None, overrides=[f"{key}={number}"])  # noqa: E731
+    else:
+        path = tmp_path_factory.mktemp("cfg") / "c.yaml"
+        path.write_text(f"{field[0]}:\n  {field[1]}: {number}\n", encoding="utf-8")
+        call = lambda: load_config(path)  # noqa: E731
+    with pytest.raises(ConfigError) as err:
+        call()
+    message = str(err.value)
+    assert key in message and "\n" not in message and len(message) < 400, message
+
+
+# --- Issue 23: bundle archives: refused whole before extraction, or extracted inside the folder ---
+
+_NAMES = ["a", "b", "d", "d/s", "d/x", "x", "d/d2", "d/d2/f"]
+_TARGETS = ["..", "../..", ".", "a", "d", "d/s", "d/s/..", "d/s/../..", "x/..", "missing", "d/d2/..", "/etc"]
+
+
+@st.composite
+def tar_members(draw) -> list[tuple[str, str, str]]:
+    """``(kind, name, target)`` members: files, folders, symbolic and hard links over a few names."""
+    count = draw(st.integers(1, 6))
+    kinds = st.sampled_from(["file", "dir", "sym", "sym", "hard"])
+    return [(draw(kinds), draw(st.sampled_from(_NAMES)), draw(st.sampled_from(_TARGETS + _NAMES)))
+            for _ in range(count)]
+
+
+def _write_tar(path: Path, members: list[tuple[str, str, str]]) -> None:
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tar:
+        for kind, name, target in members:
+            info = tarfile.TarInfo(name)
+            info.type = {"file": tarfile.REGTYPE, "dir": tarfile.DIRTYPE, "sym": tarfile.SYMTYPE,
+                         "hard": tarfile.LNKTYPE}[kind]
+            info.linkname = target if kind in ("sym", "hard") else ""
+            payload = name.encode() if kind == "file" else b""
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload) if kind == "file" else None)
+
+
+@FUZZ
+@given(tar_members())
+def test_bundle_archive_is_refused_whole_or_extracted_inside_the_destination(tmp_path_factory, members):
+    import os
+
+    from roverlite.deploy.bundle import unpack_bundle
+
+    root = tmp_path_factory.mktemp("tar")
+    archive, dest = root / "b.tar.gz", root / "box" / "dest"
+    _write_tar(archive, members)
+    (root / "box").mkdir()
+    try:
+        unpack_bundle(archive, dest)
+    except ValueError as err:
+        event("refused")
+        assert "Refusing to unpack" in str(err) or "Cannot read bundle" in str(err)
+        assert sorted(p.name for p in (root / "box").iterdir()) == []  # nothing extracted, nothing staged
+        return
+    event("extracted")
+    inside = os.path.realpath(dest)
+    for folder, dirs, files in os.walk(dest):
+        for name in dirs + files:
+            real = os.path.realpath(os.path.join(folder, name))
+            assert real == inside or real.startswith(inside + os.sep), f"{name} -> {real}"
+    assert sorted(p.name for p in (root / "box").iterdir()) == ["dest"]
+
+
 # === Artifact sidecars (roverlite.deploy.sidecar; roverlite.export.metadata re-exports its reader) ===
 #
 # read_sidecar / parse_sidecar are documented to return a validated Sidecar or raise ValueError

@@ -172,3 +172,78 @@ def test_qdebug_ranks_layers_of_an_int8_conversion_worst_first():
     assert sum(set(row["layer"].split("+")) <= names for row in table["top"]) >= len(table["top"]) - 1
     assert table["top"][0]["layer"][:20] in format_table(table)
 
+
+
+# === Hazard floor ===
+
+NAMES = ("soil", "bedrock", "sand", "big_rock")
+HAZARDS = {"big_rock": ["soil", "sand"]}
+
+
+def _scored(rows: dict[int, dict[int, int]]) -> dict:
+    """An evaluate_artifact-like result from ``{truth id: {predicted id: pixels}}``, scored by metrics."""
+    from roverlite.train.metrics import StreamingConfusion
+
+    truth = np.array([t for t, preds in rows.items() for p, n in preds.items() for _ in range(n)], dtype=np.uint8)
+    pred = np.array([p for t, preds in rows.items() for p, n in preds.items() for _ in range(n)], dtype=np.uint8)
+    stream = StreamingConfusion(4, ignore_index=255)
+    stream.update(truth, pred)
+    return {**stream.result(NAMES, hazards=HAZARDS), "images": 4}
+
+
+TEACHER_PIXELS = {0: {0: 380, 1: 20}, 1: {1: 285, 0: 15}, 2: {2: 190, 0: 10}, 3: {3: 70, 1: 25, 0: 5}}
+# The same model, except that the big rocks it gets wrong are now called sand, not bedrock:
+# big-rock IoU is unchanged and mIoU moves by less than a point, but the rover drives onto them.
+ROCKS_AS_SAND = {**TEACHER_PIXELS, 3: {3: 70, 2: 30}}
+
+
+def test_gate_fails_on_a_model_that_turns_big_rock_into_sand_while_miou_holds():
+    teacher, student = _scored(TEACHER_PIXELS), _scored(ROCKS_AS_SAND)
+    assert abs(teacher["miou"] - student["miou"]) < 0.02
+    assert student["per_class_iou"]["big_rock"] == teacher["per_class_iou"]["big_rock"]
+    assert teacher["hazards"]["big_rock"]["miss_rate"] == pytest.approx(0.05)
+    assert student["hazards"]["big_rock"]["miss_rate"] == pytest.approx(0.30)
+
+    without = compare_to_teacher(teacher, student, GATE, "3_export", "out/s_tflite_int8.tflite")
+    assert without.passed  # the mIoU and rare-class floors alone let it through
+    cfg = GateConfig(max_miou_drop=0.02, max_rare_class_drop=0.10, rare_classes=("big_rock",),
+                     max_hazard_miss_increase=0.02)
+    report = compare_to_teacher(teacher, student, cfg, "3_export", "out/s_tflite_int8.tflite")
+    assert not report.passed
+    (reason,) = report.reasons
+    for text in ("step 3_export", "s_tflite_int8.tflite", "big_rock miss rate", "soil or sand", "25.00 points",
+                 "teacher 0.0500", "artifact 0.3000", "gate.max_hazard_miss_increase=0.02"):
+        assert text in reason
+    assert report.hazard_miss_increases == {"big_rock": pytest.approx(0.25)}
+    plain = report.to_dict()
+    assert plain["teacher_hazards"]["big_rock"]["miss_rate"] == pytest.approx(0.05)
+    assert plain["artifact_hazards"]["big_rock"]["miss_rate"] == pytest.approx(0.30)
+    assert plain["limits"]["max_hazard_miss_increase"] == 0.02
+
+
+def test_hazard_floor_passes_an_unchanged_model_and_notes_an_absent_hazard():
+    cfg = GateConfig(max_hazard_miss_increase=0.02)
+    teacher = _scored(TEACHER_PIXELS)
+    assert compare_to_teacher(teacher, dict(teacher), cfg, "1", "a.tflite").passed
+    no_rocks = _scored({k: v for k, v in TEACHER_PIXELS.items() if k != 3})
+    report = compare_to_teacher(no_rocks, dict(no_rocks), cfg, "1", "a.tflite")
+    assert report.passed and any("miss rate undefined" in note for note in report.notes)
+
+
+def test_hazard_floor_is_validated_and_needs_declared_hazards():
+    with pytest.raises(ConfigError, match="max_hazard_miss_increase"):
+        GateConfig(max_hazard_miss_increase=1.5)
+    cfg = GateConfig(max_hazard_miss_increase=0.02)
+    cfg.check_classes(NAMES, HAZARDS)
+    with pytest.raises(ConfigError, match="needs hazards declared in the run config"):
+        cfg.check_classes(NAMES, None)
+
+
+def test_recipe_yaml_accepts_the_hazard_floor():
+    from pathlib import Path
+
+    from roverlite.compress.recipe import load_recipe
+
+    recipe = load_recipe(Path(__file__).resolve().parents[1] / "configs" / "recipes" / "mars_student_int8.yaml")
+    assert recipe.gate.max_hazard_miss_increase == 0.02
+    assert load_recipe(recipe.to_dict()).gate == recipe.gate

@@ -12,6 +12,8 @@ from roverlite.train.metrics import (
     StreamingConfusion,
     class_iou_dict,
     confusion_matrix,
+    hazard_rates,
+    hazard_summary,
     iou_per_class,
     mean_iou,
     pixel_accuracy,
@@ -124,3 +126,83 @@ def test_metrics_module_imports_without_tensorflow():
         "import sys; sys.modules['tensorflow'] = None; sys.modules['tf_keras'] = None; import roverlite.train.metrics"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# === Hazard rates ===
+
+# Classes soil 0, bedrock 1, sand 2, big_rock 3; big rock must never be called soil or sand.
+HAZARDS = {"big_rock": ["soil", "sand"]}
+NAMES = ("soil", "bedrock", "sand", "big_rock")
+
+
+def _hazard_pixels() -> tuple[np.ndarray, np.ndarray]:
+    """Truth and prediction whose counted confusion matrix is, rows truth, columns prediction:
+
+    soil      [5, 1, 2, 1]
+    bedrock   [0, 4, 0, 2]
+    sand      [1, 0, 3, 0]
+    big_rock  [3, 2, 1, 4]
+    plus 6 ignore pixels (255) whatever their prediction.
+    """
+    cm = np.array([[5, 1, 2, 1], [0, 4, 0, 2], [1, 0, 3, 0], [3, 2, 1, 4]])
+    truth, pred = [], []
+    for t in range(4):
+        for p in range(4):
+            truth += [t] * int(cm[t, p])
+            pred += [p] * int(cm[t, p])
+    truth += [255] * 6
+    pred += [3, 3, 3, 0, 2, 1]  # ignored pixels predicted as big rock or soil must not count
+    return np.array(truth, dtype=np.uint8), np.array(pred, dtype=np.uint8)
+
+
+def test_hazard_rates_match_a_hand_computed_confusion_matrix_and_skip_ignored_pixels():
+    truth, pred = _hazard_pixels()
+    cm = confusion_matrix(truth, pred, 4, ignore_index=255)
+    assert cm.tolist() == [[5, 1, 2, 1], [0, 4, 0, 2], [1, 0, 3, 0], [3, 2, 1, 4]]
+    miss, false = hazard_rates(cm, hazard=3, traversable=[0, 2])
+    # big rock row: 10 pixels, 3 called soil + 1 called sand -> 4 / 10 (2 called bedrock are not a miss).
+    assert miss == pytest.approx(4 / 10)
+    # soil and sand rows: 9 + 4 = 13 pixels, of which 1 + 0 are called big rock -> 1 / 13.
+    assert false == pytest.approx(1 / 13)
+
+
+def test_hazard_summary_is_json_ready_with_counts():
+    truth, pred = _hazard_pixels()
+    stream = StreamingConfusion(4, ignore_index=255)
+    stream.update(truth, pred)
+    result = stream.result(NAMES, hazards=HAZARDS)
+    assert result["hazards"] == {
+        "big_rock": {
+            "miss_rate": pytest.approx(0.4),
+            "false_rate": pytest.approx(1 / 13),
+            "traversable": ["soil", "sand"],
+            "hazard_pixels": 10,
+            "traversable_pixels": 13,
+        }
+    }
+    json.dumps(result)
+    assert "hazards" not in stream.result(NAMES)
+
+
+def test_hazard_rates_are_undefined_when_hazard_or_traversable_pixels_are_absent():
+    # No big rock in the truth (its row is 0): miss rate undefined; no sand either, soil still counts.
+    cm = np.array([[6, 0, 0, 2], [0, 3, 0, 1], [0, 0, 0, 0], [0, 0, 0, 0]])
+    miss, false = hazard_rates(cm, 3, [0, 2])
+    assert math.isnan(miss) and false == pytest.approx(2 / 8)
+    # Neither soil nor sand in the truth: false-hazard rate undefined, reported as None.
+    cm = np.array([[0, 0, 0, 0], [0, 3, 0, 1], [0, 0, 0, 0], [2, 0, 0, 5]])
+    summary = hazard_summary(cm, NAMES, HAZARDS)["big_rock"]
+    assert summary["miss_rate"] == pytest.approx(2 / 7) and summary["false_rate"] is None
+
+
+@pytest.mark.parametrize(
+    ("hazard", "traversable"), [(3, [3]), (3, []), (4, [0]), (3, [0, 7])]
+)
+def test_hazard_rates_refuse_impossible_class_ids(hazard, traversable):
+    with pytest.raises(ValueError, match="Expected a hazard id"):
+        hazard_rates(np.eye(4, dtype=np.int64), hazard, traversable)
+
+
+def test_hazard_summary_refuses_unknown_class_names():
+    with pytest.raises(ValueError, match="big_rok"):
+        hazard_summary(np.eye(4, dtype=np.int64), NAMES, {"big_rok": ["soil"]})

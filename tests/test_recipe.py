@@ -420,3 +420,20 @@ def test_prune_structured_pqat_chain_keeps_zeros_and_thins_the_model(teacher_run
     assert qat.details["sparsity"] >= reprune.details["sparsity"] - 1e-6  # PQAT kept the zeros
     assert export.artifacts[0]["size_bytes"] < result.teacher["size_bytes"]
     assert np.isfinite(export.artifacts[0]["miou"])
+
+
+def test_recipe_files_refuse_aliases_and_duplicate_keys_and_read_yaml_12_numbers(tmp_path):
+    from roverlite.compress.recipe import load_recipe
+    from roverlite.config import ConfigError
+
+    good = tmp_path / "good.yaml"
+    good.write_text("name: r\nsteps:\n  - qat: {epochs: 1, learning_rate: 1e-4}\n  - export: {formats: [tflite_int8]}\n")
+    assert load_recipe(good).steps[0].learning_rate == 1e-4
+    aliased = tmp_path / "alias.yaml"
+    aliased.write_text("name: r\nq: &q {epochs: 1}\nsteps:\n  - qat: *q\n")
+    with pytest.raises(ConfigError, match="alias"):
+        load_recipe(aliased)
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("name: r\nname: s\nsteps:\n  - qat: {epochs: 1}\n")
+    with pytest.raises(ConfigError, match="name"):
+        load_recipe(twice)

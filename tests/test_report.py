@@ -426,3 +426,60 @@ def test_pareto_labels_of_close_points_do_not_overlap_each_other_or_leave_the_ax
                 assert min(a.x1, b.x1) <= max(a.x0, b.x0) or min(a.y1, b.y1) <= max(a.y0, b.y0), (a, b)
     finally:
         _pyplot().close(fig)
+
+
+# === Rover safety: hazard columns and confusion heat maps ===
+
+
+def _hazard(miss, false):
+    return {"big_rock": {"miss_rate": miss, "false_rate": false, "traversable": ["soil", "sand"],
+                         "hazard_pixels": 10, "traversable_pixels": 13}}
+
+
+def test_report_shows_hazard_miss_rates_beside_the_teacher_and_writes_a_heat_map_per_variant(tmp_path):
+    cm = [[5, 1, 2, 1], [0, 4, 0, 2], [1, 0, 3, 0], [3, 2, 1, 4]]
+    rows = [
+        VariantRow("teacher_fp32", "teacher float", miou=0.8, per_class_iou=_iou(0.8), hazards=_hazard(0.05, 0.01),
+                   confusion_matrix=cm),
+        VariantRow("student_int8", "student int8", miou=0.79, per_class_iou=_iou(0.79), hazards=_hazard(0.30, 0.02),
+                   confusion_matrix=cm),
+        VariantRow("keras_only", "distilled student", miou=0.7),
+    ]
+    paths = build_report(rows, tmp_path / "report", peak=None)
+    assert [p.name for p in paths.confusion] == ["confusion_teacher_fp32.png", "confusion_student_int8.png"]
+    for png in paths.confusion:
+        with PILImage.open(png) as image:
+            image.verify()
+            assert image.format == "PNG"
+    markdown = paths.markdown.read_text()
+    assert "## Rover safety" in markdown and "big_rock miss rate (as soil / sand)" in markdown
+    assert "](confusion_student_int8.png)" in markdown
+    student_line = next(line for line in markdown.splitlines() if line.startswith("| student_int8 |") and "0.3000" in line)
+    assert "+0.2500" in student_line  # Δ against the teacher's 0.0500
+    assert paths.html.read_text().count("data:image/png;base64,") == 3  # pareto + two heat maps
+    summary = {v["name"]: v for v in json.loads(paths.summary.read_text())["variants"]}
+    assert summary["student_int8"]["hazards"]["big_rock"]["miss_rate"] == 0.30
+    assert summary["keras_only"]["hazards"] == {}
+
+
+def test_collected_rows_take_hazards_and_confusion_from_a_recipe_gate_json(tmp_path):
+    from roverlite.compress.gate import GateConfig, compare_to_teacher, write_gate
+
+    cm = [[5, 0, 0, 0], [0, 4, 0, 0], [0, 0, 3, 0], [0, 0, 3, 7]]
+    teacher = {"miou": 0.9, "per_class_iou": _iou(0.9), "images": 80, "hazards": _hazard(0.0, 0.0)}
+    student = {"miou": 0.88, "per_class_iou": _iou(0.88), "images": 80, "hazards": _hazard(0.3, 0.0),
+               "confusion_matrix": cm}
+    report = compare_to_teacher(teacher, student, GateConfig(max_hazard_miss_increase=0.02), "3_export",
+                                str(tmp_path / "s_tflite_int8.tflite"), "tflite_int8")
+    write_gate(tmp_path / "gate.json", "3_export", [report])
+    from roverlite.report import collect
+
+    measured = collect._hazard_fields({**student})
+    assert measured == {"hazards": _hazard(0.3, 0.0), "confusion_matrix": cm}
+    document = json.loads((tmp_path / "gate.json").read_text())["artifacts"][0]
+    assert document["artifact_hazards"]["big_rock"]["miss_rate"] == 0.3
+    assert document["artifact_confusion_matrix"] == cm and document["passed"] is False
+    row = VariantRow.from_dict({**VariantRow("x", "student int8").to_dict(), **measured})
+    assert row.confusion_matrix == tuple(map(tuple, cm)) and row.hazards["big_rock"]["miss_rate"] == 0.3
+    with pytest.raises(ValueError, match="confusion_matrix"):
+        VariantRow("bad", "student int8", confusion_matrix=[[1, 2]])

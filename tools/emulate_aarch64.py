@@ -2,7 +2,7 @@
 """Run roverlite device bundles on an emulated 64-bit Arm CPU and compare them with x86-64.
 
 A Raspberry Pi 4/5 on 64-bit Raspberry Pi OS (Debian bookworm) runs a bundle with Debian's Python
-3.11 and the aarch64 wheels of numpy and ai-edge-litert; a Jetson's CPU path is ONNX Runtime's
+3.11 and the aarch64 wheels of numpy, Pillow and ai-edge-litert; a Jetson's CPU path is ONNX Runtime's
 aarch64 wheel. This tool builds that userland once, from Debian's arm64 packages and PyPI's
 aarch64 wheels, in a cache outside the repo, and runs a bundle's benchmark with accuracy
 (``bench.py`` when the bundle has one, else ``run.py``) under ``qemu-aarch64-static -cpu
@@ -111,7 +111,7 @@ MIN_PIXEL_AGREEMENT = 0.999
 MAX_MIOU_ABS_DIFF = 0.001
 CHECK_FORMATS = ("tflite_int8", "onnx")
 # What a robot lacks; the device-side probe makes these unimportable on both machines.
-BLOCKED_MODULES = ("tensorflow", "tf_keras", "keras", "tensorflow_model_optimization", "tf2onnx", "onnx", "PIL", "yaml")
+BLOCKED_MODULES = ("tensorflow", "tf_keras", "keras", "tensorflow_model_optimization", "tf2onnx", "onnx", "yaml")
 
 
 class EmulationError(RuntimeError):
@@ -216,7 +216,7 @@ def parse_requirements(text: str) -> list[str]:
     return sorted(line for line in lines if line)
 
 
-def host_requirements(names: Sequence[str] = ("numpy", "ai-edge-litert", "onnxruntime")) -> list[str]:
+def host_requirements(names: Sequence[str] = ("numpy", "pillow", "ai-edge-litert", "onnxruntime")) -> list[str]:
     """The device runtimes pinned to this machine's versions, as ``make_bundle`` writes them."""
     pins = []
     for name in names:
@@ -476,7 +476,7 @@ from importlib import metadata
 from pathlib import Path
 
 for name in BLOCKED:
-    sys.modules[name] = None  # as on a robot: no TensorFlow, Pillow, onnx, PyYAML
+    sys.modules[name] = None  # as on a robot: no TensorFlow, onnx, PyYAML (Pillow is a device requirement)
 bundle, out, threads, repeat = Path(sys.argv[1]).resolve(), Path(sys.argv[2]).resolve(), sys.argv[3], sys.argv[4]
 if (bundle / "bench.py").is_file():
     runner = "bench.py"
@@ -510,7 +510,7 @@ env = {
     "runner": runner,
     "machine": platform.machine(),
     "python": platform.python_version(),
-    "versions": {name: version(name) for name in ("numpy", "ai-edge-litert", "onnxruntime")},
+    "versions": {name: version(name) for name in ("numpy", "pillow", "ai-edge-litert", "onnxruntime")},
     "cpu_parts": sorted({line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("CPU part")}),
     "deploy_package": str(Path(sys.modules["roverlite.deploy"].__file__).resolve().parent),
 }

@@ -18,7 +18,6 @@ summary (a second SIGINT interrupts at once).
 
 from __future__ import annotations
 
-import collections
 import logging
 import signal
 import time
@@ -136,9 +135,11 @@ def run_loop(
     stats, rate = LatencyStats(), RateMeter()
     gray_model = segmenter.channels == 1
     overlays = 0
-    written: collections.deque[Path] = collections.deque()
-    if options.overlay_dir is not None:
-        Path(options.overlay_dir).mkdir(parents=True, exist_ok=True)
+    # A robot runs this for days, so the loop keeps no per-frame history: LatencyStats' rings are
+    # fixed, everything else is a scalar; benchmarks/soak.py fails on a memory slope.
+    overlay_dir = None if options.overlay_dir is None else Path(options.overlay_dir)
+    if overlay_dir is not None:
+        overlay_dir.mkdir(parents=True, exist_ok=True)
     next_log = time.monotonic() + options.log_every_s
     if monitor is not None:
         monitor.poll()
@@ -163,12 +164,16 @@ def run_loop(
                 mask = resize_nearest(mask, pixels.shape[:2])
             finished = time.perf_counter()
 
-            if options.overlay_dir is not None and frame.index % options.overlay_every == 0:
+            if overlay_dir is not None and frame.index % options.overlay_every == 0:
                 picture = segmenter.overlay(frame.pixels, mask, options.overlay_alpha)
-                written.append(write_png(Path(options.overlay_dir) / f"overlay_{frame.index:06d}.png", picture))
+                write_png(overlay_dir / f"overlay_{frame.index:06d}.png", picture)
                 overlays += 1
-                while options.overlay_keep and len(written) > options.overlay_keep:
-                    written.popleft().unlink(missing_ok=True)
+                if options.overlay_keep:
+                    # Overlays go to frames 0, N, 2N, ...: the one that falls out of the newest
+                    # overlay_keep is named by arithmetic, so the loop remembers no paths.
+                    expired = frame.index - options.overlay_every * options.overlay_keep
+                    if expired >= 0:
+                        (overlay_dir / f"overlay_{expired:06d}.png").unlink(missing_ok=True)
             for publisher in publishers:
                 publisher.publish(frame, mask)
             done = time.perf_counter()

@@ -118,8 +118,13 @@ class UnixSocketPublisher:
         self.dropped = 0
         logger.info("publishing masks on UNIX socket %s", self.path)
 
+    @property
+    def clients(self) -> int:
+        """Consumers connected now."""
+        return len(self._clients)
+
     def publish(self, frame: Frame, mask: np.ndarray) -> None:
-        self._accept()
+        self.accept()
         if not self._clients:
             return
         line = (json.dumps(mask_message(frame, mask, self.classes, self.include_mask)) + "\n").encode()
@@ -145,7 +150,8 @@ class UnixSocketPublisher:
             if err.errno != errno.ENOENT:
                 logger.warning("could not remove socket %s: %s", self.path, err)
 
-    def _accept(self) -> None:
+    def accept(self) -> None:
+        """Take every pending connection (``publish`` does this before sending)."""
         while True:
             try:
                 client, _ = self._server.accept()

@@ -123,6 +123,10 @@ def _print_iou_table(result: dict) -> None:
         print(f"  {name:<{width}}  {'  n/a' if iou is None else f'{iou:.4f}'}")
     miou = result.get("miou")
     print(f"  {'mIoU':<{width}}  {'  n/a' if miou is None else f'{miou:.4f}'}")
+    for name, rates in (result.get("hazards") or {}).items():
+        miss, false = (("n/a" if v is None else f"{v:.4f}") for v in (rates["miss_rate"], rates["false_rate"]))
+        print(f"  hazard {name}: miss rate {miss} (predicted as {' or '.join(rates['traversable'])}), "
+              f"false-hazard rate {false}")
 
 
 def _print_worst_images(rows: list[dict], count: int = 5) -> None:
@@ -151,13 +155,19 @@ def _run_config(args: argparse.Namespace, model: Path, extra: Sequence[str] = ()
     return _config_from_args(args, extra)
 
 
+# Data settings an artifact's sidecar defines: its preprocessing and what its outputs mean.
+SIDECAR_DATA_KEYS = ("classes", "colors", "ignore_index", "eval_classes", "image_size", "color_mode", "mean", "std")
+
+
 def _artifact_data_config(artifact: Path, data: str | None, overrides: Sequence[str] = ()):
     """A DataConfig for evaluating ``artifact`` on ``data``: classes and input come from its sidecar.
 
-    ``--set data.KEY=VALUE`` overrides still apply (e.g. a split seed or an image cap).
+    ``--set data.KEY=VALUE`` overrides of how the data is read still apply (e.g. a split seed or
+    an image cap); one that would change what the sidecar defines (``SIDECAR_DATA_KEYS``) is
+    refused, since the artifact runs with its sidecar's preprocessing whatever the config says.
     """
     from roverlite.config import Config, apply_overrides
-    from roverlite.deploy.sidecar import read_sidecar
+    from roverlite.deploy.sidecar import read_sidecar, sidecar_path
 
     if data is None:
         raise ValueError(f"eval of an artifact needs --data DIR_OR_NPZ. Received: {str(artifact)!r} without --data.")
@@ -179,7 +189,24 @@ def _artifact_data_config(artifact: Path, data: str | None, overrides: Sequence[
         "mean": list(meta.mean),
         "std": list(meta.std),
     }}
-    return Config.from_dict(apply_overrides(raw, overrides)).data
+    defined = Config.from_dict(raw).data
+    wanted = Config.from_dict(apply_overrides(raw, overrides)).data
+    conflicts = [key for key in SIDECAR_DATA_KEYS if getattr(wanted, key) != getattr(defined, key)]
+    if conflicts:
+        key = conflicts[0]
+        raise ValueError(
+            f"--set data.{key} conflicts with the sidecar {str(sidecar_path(artifact))!r}, which defines the "
+            f"preprocessing and classes of {artifact.name!r}. Expected no override of data.{', data.'.join(conflicts)} "
+            f"(or the sidecar's value, {_plain(getattr(defined, key))}). Received: {_plain(getattr(wanted, key))}."
+        )
+    return wanted
+
+
+def _plain(value):
+    """A config value as it is written in YAML (tuples as lists)."""
+    from roverlite.config import to_plain
+
+    return to_plain(value)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -261,7 +288,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     results = bench_many(args.artifacts, runtime=args.runtime, threads=args.threads, warmup=args.warmup,
                          runs=args.runs, min_seconds=args.min_seconds, end_to_end=args.end_to_end,
-                         profile=args.profile, testpack=args.with_accuracy)
+                         profile=args.profile, testpack=args.with_accuracy, isolate=args.isolate)
     print(format_bench_table(results))
     if args.json:
         write_bench_json(results, args.json, command=" ".join(["roverlite", *sys.argv[1:]]))
@@ -313,7 +340,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     try:
         result = run_pipeline(cfg, out, recipe=args.recipe, resume=args.resume, progress=not args.quiet,
                               bench_runs=args.bench_runs, threads=args.threads, search=search, teacher=args.teacher,
-                              compressed=args.compressed)
+                              compressed=args.compressed, gate=not args.no_gate)
     except LatencyBudgetError as err:  # measured, and nothing is fast enough: a finding, not misuse
         print(f"roverlite: {_one_line(err)}", file=sys.stderr)
         return EXIT_FINDINGS
@@ -322,6 +349,12 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         print(result.student_search.summary())
     print(format_summary(result.summary))
     print(f"\npipeline finished in {result.seconds:.0f} s; report: {result.report_dir / 'report.html'}")
+    if result.deliverable_failed:
+        d = result.deliverable
+        reasons = " ".join("; ".join(d["gate"]["reasons"]).split()) or "see its gate.json"
+        print(f"roverlite: deliverable {Path(d['artifact']).name} FAILED its gate: {reasons} "
+              "(--no-gate records this without failing)", file=sys.stderr)
+        return EXIT_FINDINGS
     return 0
 
 
@@ -401,7 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", type=Path, required=True, help="output folder for <name>_<format>.<ext> + .json")
     ex.add_argument("--calibration-data", help="dataset for calibration and self-check (default: the config's)")
     ex.add_argument("--representative-count", type=int, default=100, help="calibration images for int8 (default 100)")
-    ex.add_argument("--check-images", type=int, default=32, help="validation images for the self-check (default 32)")
+    ex.add_argument("--check-images", type=int, default=512,
+                    help="validation images for the self-check: all up to this many, else a seeded subset (default 512)")
     ex.add_argument("--float-io", action="store_true", help="tflite_int8 with float input/output instead of int8")
     ex.add_argument("--name", help="artifact base name (default: the model's name)")
     ex.set_defaults(func=cmd_export)
@@ -434,6 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--end-to-end", action="store_true", help="also time pre- and postprocessing")
     be.add_argument("--profile", action="store_true", help="per-op profile (TFLite op mix, ONNX Runtime profiler)")
     be.add_argument("--with-accuracy", metavar="TESTPACK", help="per-class IoU of the timed artifact on a test pack .npz")
+    be.add_argument("--isolate", action="store_true",
+                    help="benchmark each artifact in a process of its own, so peak memory is the artifact's")
     be.add_argument("--json", type=Path, help="write the results as JSON")
     be.set_defaults(func=cmd_bench)
 
@@ -452,13 +488,16 @@ def build_parser() -> argparse.ArgumentParser:
         "synthetic terrain with small settings (a demo); --config configs/mars.yaml runs the real thing.",
     )
     _add_config_options(pl)
-    pl.add_argument("--recipe", type=Path, help="compression recipe YAML (default: distil into unet_xs, int8)")
+    pl.add_argument("--recipe", type=Path,
+                    help="compression recipe YAML (default: prune the teacher to 0.3, distil, fine-tune, QAT, int8)")
     pl.add_argument("--out", type=Path, help="run folder (default: runs/pipeline/<task>-<time>)")
     pl.add_argument("--resume", action="store_true", help="skip the stages --out already finished")
     pl.add_argument("--teacher", type=Path, metavar="RUN_DIR",
                     help="use this finished `roverlite train` run of the same config instead of training a teacher")
     pl.add_argument("--compressed", type=Path, metavar="DIR",
                     help="use this finished `roverlite compress` folder (made from that teacher) as the compress stage")
+    pl.add_argument("--no-gate", action="store_true",
+                    help="record the deliverable's gate verdict without failing (default: exit 1 when it fails)")
     pl.add_argument("--bench-runs", type=int, default=50, help="timed runs per artifact and runtime (default 50)")
     pl.add_argument("--threads", type=int, help="runtime threads for benchmarks (default: the runtime's choice)")
     pl.add_argument("--latency-budget-ms", type=float, metavar="MS",
@@ -474,7 +513,33 @@ def build_parser() -> argparse.ArgumentParser:
     show = config.add_parser("show", help="print the resolved config (after --set overrides) as YAML")
     _add_config_options(show)
     show.set_defaults(func=cmd_config_show)
+    _accept_global_flags_anywhere(parser)
     return parser
+
+
+def _accept_global_flags_anywhere(parser: argparse.ArgumentParser) -> None:
+    """Let ``--debug`` and ``--quiet`` follow the subcommand too (``roverlite eval ... --debug``).
+
+    Each subcommand gets its own copy of the flags with a suppressed default, so a flag given
+    after the subcommand sets the same attribute and one given before it is not reset.
+    """
+    for action in parser._actions:  # noqa: SLF001 - argparse offers no public walk over subparsers
+        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+            for sub in dict.fromkeys(action.choices.values()):
+                if not any(a.dest == "debug" for a in sub._actions):  # noqa: SLF001
+                    sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                                     help="show full tracebacks on errors")
+                    sub.add_argument("--quiet", "-q", action="store_true", default=argparse.SUPPRESS,
+                                     help="warnings and results only")
+                _accept_global_flags_anywhere(sub)
+
+
+def _check_threads(args: argparse.Namespace) -> None:
+    threads = getattr(args, "threads", None)
+    if threads is not None:
+        from roverlite.deploy.runtime import check_threads
+
+        check_threads(threads)
 
 
 def _configure_logging(quiet: bool, debug: bool) -> None:
@@ -496,6 +561,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(args.quiet, args.debug)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
+        _check_threads(args)
         return func(args)
     except KeyboardInterrupt:
         print("roverlite: interrupted", file=sys.stderr)
@@ -504,6 +570,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"roverlite: error: {_one_line(err)}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as err:  # noqa: BLE001 - anything unforeseen is still one line (--debug: traceback)
+        if args.debug:
+            raise
+        print(f"roverlite: error: unexpected {type(err).__name__}: {_one_line(err)} (--debug shows the traceback)",
+              file=sys.stderr)
         return EXIT_USAGE
 
 

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from roverlite._yaml import MAX_NUMBER_CHARS, config_dumper, parse_yaml
+
 DATA_FORMATS = ("folder", "npz", "synthetic")
 COLOR_MODES = ("grayscale", "rgb")
 
@@ -40,6 +42,11 @@ DEFAULT_COLORS = (
 CLASS_WEIGHTINGS = ("none", "inverse", "inverse_sqrt", "median")
 # Terms of the hard loss (train.loss, a recipe step's loss); roverlite.train.losses.build_loss builds them.
 LOSS_TERMS = ("cross_entropy", "dice", "focal")
+
+
+# A config file is read whole only up to this size; its YAML is parsed by roverlite._yaml.parse_yaml
+# (no aliases, no duplicate keys, numbers of at most MAX_NUMBER_CHARS characters, YAML 1.2 scalars).
+MAX_CONFIG_BYTES = 1 << 20
 
 
 class ConfigError(ValueError):
@@ -97,6 +104,9 @@ class DataConfig:
         ignore_name: how reports name the ignore label (e.g. ``unlabelled``).
         eval_classes: classes averaged into mIoU (default: all of ``classes``).
         label_map: raw id -> id remapping applied to masks on load (e.g. AI4Mars -> AN2DL).
+        hazards: hazard class -> the traversable classes it must never be predicted as, e.g.
+            ``{big_rock: [soil, sand]}``; every eval, export self-check, gate and report then
+            shows its miss rate and false-hazard rate (``roverlite.train.metrics.hazard_rates``).
         palette: for RGB colour masks, one ``[r, g, b, id]`` entry per colour.
         image_size: model input ``[height, width]``; images are resized bilinearly, masks nearest.
         color_mode: ``grayscale`` (1 channel) or ``rgb`` (3 channels).
@@ -119,6 +129,7 @@ class DataConfig:
     ignore_name: str = "unlabelled"
     eval_classes: tuple[str, ...] | None = None
     label_map: Mapping[int, int] | None = None
+    hazards: Mapping[str, tuple[str, ...]] | None = None
     palette: tuple[tuple[int, int, int, int], ...] | None = None
     image_size: tuple[int, int] = (128, 128)
     color_mode: str = "grayscale"
@@ -170,6 +181,18 @@ class DataConfig:
                 name in self.classes,
                 f"data.eval_classes names a class that is not in data.classes. Received: {name!r}."
                 + did_you_mean(name, self.classes),
+            )
+        for hazard, traversable in (self.hazards or {}).items():
+            for name in (hazard, *traversable):
+                _require(
+                    name in self.classes,
+                    f"data.hazards names a class that is not in data.classes. Received: {name!r}."
+                    + did_you_mean(name, self.classes),
+                )
+            _require(
+                len(traversable) >= 1 and len(set(traversable)) == len(traversable) and hazard not in traversable,
+                f"data.hazards.{hazard} must list the traversable classes it must not be predicted as, each once "
+                f"and not {hazard!r} itself. Received: {hazard}: {list(traversable)}.",
             )
         for src, dst in (self.label_map or {}).items():
             _require(
@@ -415,7 +438,7 @@ class Config:
     def to_yaml(self, path: str | os.PathLike | None = None) -> str:
         import yaml
 
-        text = yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
+        text = yaml.dump(self.to_dict(), Dumper=config_dumper(), sort_keys=False, default_flow_style=None)
         if path is not None:
             from roverlite.io import atomic_write_text
 
@@ -453,7 +476,7 @@ def from_plain(cls: type, raw: Any, where: str) -> Any:
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"Expected a mapping for {where or 'the config'}. Received: {type(raw).__name__} {raw!r}.")
+        raise ConfigError(f"Expected a mapping for {where or 'the config'}. Received: {type(raw).__name__} {_short_repr(raw)}.")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     kwargs = {}
@@ -477,7 +500,7 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         return from_plain(hint, value, where)
     if origin is tuple:
         if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-            raise ConfigError(f"Expected a list for {where}. Received: {value!r}.")
+            raise ConfigError(f"Expected a list for {where}. Received: {_short_repr(value)}.")
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_coerce(args[0], v, where) for v in value)
         if len(value) != len(args):
@@ -485,7 +508,7 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         return tuple(_coerce(a, v, where) for a, v in zip(args, value))
     if origin in (collections.abc.Mapping, dict) or hint in (dict, Mapping):
         if not isinstance(value, Mapping):
-            raise ConfigError(f"Expected a mapping for {where}. Received: {value!r}.")
+            raise ConfigError(f"Expected a mapping for {where}. Received: {_short_repr(value)}.")
         if args:
             return {_coerce(args[0], k, where): _coerce(args[1], v, where) for k, v in value.items()}
         return dict(value)
@@ -493,26 +516,37 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         return value
     if hint is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"Expected true or false for {where}. Received: {value!r}.")
+            raise ConfigError(f"Expected true or false for {where}. Received: {_short_repr(value)}.")
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, str) and re.fullmatch(r"\s*-?[0-9]+\s*", value):
+                if len(value.strip()) > MAX_NUMBER_CHARS:
+                    raise ConfigError(
+                        f"Expected an integer for {where}. Received: a number of {len(value.strip())} digits."
+                    )
                 return int(value)
-            raise ConfigError(f"Expected an integer for {where}. Received: {value!r}.")
+            raise ConfigError(f"Expected an integer for {where}. Received: {_short_repr(value)}.")
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"Expected a number for {where}. Received: {value!r}.")
+            raise ConfigError(f"Expected a number for {where}. Received: {_short_repr(value)}.")
         try:
             return float(value)
         except OverflowError:
-            raise ConfigError(f"Expected a number for {where}. Received: an integer of {len(str(value))} digits.") from None
+            digits = int(abs(value).bit_length() * math.log10(2)) + 1  # str() refuses > 4,300 digits
+            raise ConfigError(f"Expected a number for {where}. Received: an integer of about {digits} digits.") from None
     if hint is str:
         if not isinstance(value, str):
-            raise ConfigError(f"Expected a string for {where}. Received: {value!r}.")
+            raise ConfigError(f"Expected a string for {where}. Received: {_short_repr(value)}.")
         return value
     return value
+
+
+def _short_repr(value: Any, limit: int = 200) -> str:
+    """``repr(value)`` cut to ``limit`` characters, so a one-line message stays one short line."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 # === Loading with overrides ===
@@ -534,8 +568,8 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
             if not isinstance(node, dict):
                 raise ConfigError(f"Cannot set {dotted!r}: {key!r} is not a section.")
         try:
-            node[keys[-1]] = yaml.safe_load(text)
-        except yaml.YAMLError:
+            node[keys[-1]] = parse_yaml(text, f"--set {dotted.strip()}", key=dotted.strip())
+        except (yaml.YAMLError, RecursionError):
             raise ConfigError(
                 f"Cannot parse the value of {dotted!r} as YAML. Expected e.g. {dotted}=3 or {dotted}=[1, 2]. "
                 f"Received: {text!r}."
@@ -558,8 +592,15 @@ def load_config(
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"Config file not found. Expected a YAML file. Received: {str(path)!r}.")
+        with open(path, "rb") as fh:
+            content = fh.read(MAX_CONFIG_BYTES + 1)
+        if len(content) > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                f"Config {str(path)!r} is too large. Expected a YAML file of at most {MAX_CONFIG_BYTES} bytes. "
+                f"Received: {path.stat().st_size} bytes."
+            )
         try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            raw = parse_yaml(content.decode("utf-8"), f"Config {str(path)!r}") or {}
         except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as err:
             # RecursionError: PyYAML composes nested collections recursively (a few hundred levels).
             raise ConfigError(f"Config {str(path)!r} is not valid YAML (UTF-8): {err}".splitlines()[0]) from None

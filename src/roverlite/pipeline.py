@@ -52,9 +52,9 @@ def default_recipe(student: str | None = None, rare_classes: Sequence[str] = ("b
     class alive; QAT; int8 TFLite. The gate (at most 3 points of mIoU and a fifth of each rare
     class lost against the teacher's float TFLite, same images) judges the final int8 artifact,
     the deliverable. Measured on the built-in demo's teacher (float TFLite 0.790 mIoU, same
-    val images): the swap cost nothing (0.797 float after the fine-tune) and the int8 model ran
-    at 4.8 ms against the teacher's 12.4 ms int8 and 27.9 ms float (LiteRT, 1 thread, 2-core
-    Xeon); distilling first did not pay at this budget (10 distillation + 6 labels epochs:
+    val images): the swap cost nothing (0.797 float after the fine-tune), and that architecture
+    runs in 5.2 ms int8 against the teacher's 8.6 ms int8 and 18.0 ms float (LiteRT, 1 thread,
+    2-core Xeon, ``benchmarks/results/architecture_moves.json``); distilling first did not pay at this budget (10 distillation + 6 labels epochs:
     0.778; 16 labels epochs: 0.815, both without the swap), and half resolution lost 7.5 points
     (``resolution: 0.5``). ``configs/recipes/mars_student_int8.yaml`` distils, where 4,200 real
     images and 25 epochs made it pay.

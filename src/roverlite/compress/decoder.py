@@ -1,9 +1,9 @@
 """Swap a trained U-Net's transposed-conv up-sampling for a 1x1 conv and nearest up-sampling.
 
 Why: int8 ``TRANSPOSE_CONV`` is the slowest op of a small U-Net on XNNPACK. Measured with LiteRT
-2.3 (1 thread) on this project's 2-core Xeon, 128x128 input, ``unet_xs`` int8: 12.3 ms with the
-transposed-conv decoder, 7.4 ms with the nearest one (the same model otherwise), while the two
-cost the same in float. :func:`build_unet` has built the nearest decoder all along (``decoder:
+2.3 (1 thread, idle) on this project's 2-core Xeon, 128x128 input, ``unet_xs`` int8: 8.0 ms with
+the transposed-conv decoder, 5.2 ms with the nearest one (the same model otherwise), while the two
+cost the same in float (``benchmarks/results/architecture_moves.json``). :func:`build_unet` has built the nearest decoder all along (``decoder:
 nearest``: ``dec{i}_up_conv`` 1x1, then ``dec{i}_up_nearest``); :func:`nearest_decoder` turns a
 trained transposed-conv U-Net into it, every other layer and weight unchanged. Each 2x2 stride-2
 up-convolution gives each of its four output pixels its own 1x1 weights; the 1x1 conv starts from

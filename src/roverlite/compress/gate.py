@@ -10,7 +10,12 @@ floors:
 * **rare classes**: for each of ``rare_classes`` (big rock on Mars, weeds in crops), the
   *relative* drop ``(teacher IoU - artifact IoU) / teacher IoU`` must stay within
   ``max_rare_class_drop``. Relative, because a rare class with IoU 0.27 that loses 0.05 has lost
-  a fifth of what it had, while mIoU barely moves.
+  a fifth of what it had, while mIoU barely moves;
+* **hazards** (optional): for each hazard the data declares (``data.hazards``, carried by the
+  sidecar), the absolute increase of its miss rate (hazard pixels predicted as a traversable
+  class, :func:`roverlite.train.metrics.hazard_rates`) over the teacher's must stay within
+  ``max_hazard_miss_increase``. mIoU and even the rock's IoU can hold while the rocks the model
+  still gets wrong turn into sand: this floor catches a compression that makes the rover blind.
 
 A broken floor raises :class:`GateError` (a ``ValueError``, so the CLI prints one line) naming the
 step, the artifact, the class and the numbers; the full comparison is in the step's
@@ -79,6 +84,9 @@ class GateConfig:
         max_images: validation images scored (``None`` = the whole split; teacher and artifacts
             always see the same ones).
         qdebug: per-layer quantization error table for int8 TFLite artifacts.
+        max_hazard_miss_increase: largest allowed absolute increase of each declared hazard's
+            miss rate versus the teacher's (``0.02`` = 2 more big-rock pixels in 100 called soil
+            or sand); ``None`` = not checked. Needs ``data.hazards`` in the run config.
         enforce: which steps the floors stop: ``every_step`` (default: the first artifact that
             breaks one stops the recipe) or ``final_step`` (only the last step's artifacts; every
             earlier step is still scored, and a broken floor there is logged and written to its
@@ -92,6 +100,7 @@ class GateConfig:
     max_images: int | None = None
     qdebug: QDebugConfig = field(default_factory=QDebugConfig)
     enforce: str = "every_step"
+    max_hazard_miss_increase: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rare_classes", tuple(self.rare_classes))
@@ -100,7 +109,7 @@ class GateConfig:
                 f"Expected gate.enforce in {ENFORCE_MODES}. Received: {self.enforce!r}."
                 + did_you_mean(str(self.enforce), ENFORCE_MODES)
             )
-        for key in ("max_miou_drop", "max_rare_class_drop"):
+        for key in ("max_miou_drop", "max_rare_class_drop", "max_hazard_miss_increase"):
             value = getattr(self, key)
             number = isinstance(value, (int, float)) and not isinstance(value, bool)
             if value is not None and not (number and 0 <= value <= 1):
@@ -119,8 +128,15 @@ class GateConfig:
         """Whether a broken floor at step ``index`` (1-based) of ``count`` fails the recipe."""
         return self.enforce == "every_step" or index == count
 
-    def check_classes(self, classes: Sequence[str]) -> None:
-        """Refuse rare classes that are not in ``classes`` (with the closest name suggested)."""
+    def check_classes(self, classes: Sequence[str], hazards: Mapping[str, Sequence[str]] | None = None) -> None:
+        """Refuse rare classes that are not in ``classes`` (with the closest name suggested), and a
+        hazard floor without declared hazards (``data.hazards``) to apply it to."""
+        if self.max_hazard_miss_increase is not None and not hazards:
+            raise ConfigError(
+                "gate.max_hazard_miss_increase needs hazards declared in the run config. Expected e.g. "
+                "data.hazards: {big_rock: [soil, sand]} (or --set 'data.hazards={big_rock: [soil, sand]}'). "
+                "Received: no data.hazards."
+            )
         for name in self.rare_classes:
             if name not in classes:
                 raise ConfigError(
@@ -147,6 +163,11 @@ class GateReport:
         miou_drop: ``teacher_miou - artifact_miou``.
         rare_class_drops: relative drop per rare class (``None`` when the teacher's IoU is 0 or
             unknown: a relative drop is undefined there).
+        teacher_hazards, artifact_hazards: each declared hazard's ``{"miss_rate", "false_rate",
+            ...}`` (empty when none are declared).
+        hazard_miss_increases: per hazard, ``artifact miss rate - teacher miss rate`` (``None``
+            when either is undefined).
+        artifact_confusion_matrix: the artifact's counts (rows truth), for the report's heat map.
         limits: the floors applied.
         passed: no floor broken.
         reasons: one sentence per broken floor.
@@ -170,6 +191,10 @@ class GateReport:
     reasons: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     qdebug: Mapping[str, Any] | None = None
+    teacher_hazards: Mapping[str, Any] = field(default_factory=dict)
+    artifact_hazards: Mapping[str, Any] = field(default_factory=dict)
+    hazard_miss_increases: Mapping[str, float | None] = field(default_factory=dict)
+    artifact_confusion_matrix: Sequence[Sequence[int]] | None = None
 
     def with_qdebug(self, table: Mapping[str, Any] | None) -> GateReport:
         """A copy carrying the quantization debugger's table."""
@@ -200,7 +225,8 @@ def compare_to_teacher(
     """Compare two evaluation results (``evaluate_artifact`` dicts) against the floors of ``cfg``.
 
     Args:
-        teacher: the float teacher's result: ``{"miou", "per_class_iou", "images"}``.
+        teacher: the float teacher's result: ``{"miou", "per_class_iou", "images"}`` and, when the
+            data declares hazards, ``hazards`` (``{name: {"miss_rate", "false_rate", ...}}``).
         candidate: the artifact's result on the same images.
         cfg: the floors.
         step: step name used in reasons, e.g. ``2_qat``.
@@ -247,6 +273,27 @@ def compare_to_teacher(
                 f"(teacher {t_iou[name]:.4f} -> artifact {_fmt(a_iou[name])}). Expected a relative drop <= "
                 f"{100 * cfg.max_rare_class_drop:.1f}% (gate.max_rare_class_drop={cfg.max_rare_class_drop})."
             )
+    t_haz, a_haz = dict(teacher.get("hazards") or {}), dict(candidate.get("hazards") or {})
+    increases = {
+        name: _difference((a_haz.get(name) or {}).get("miss_rate"), (t_haz.get(name) or {}).get("miss_rate"))
+        for name in t_haz
+    }
+    if cfg.max_hazard_miss_increase is not None:
+        if not t_haz:
+            notes.append("no hazards declared in the evaluation results: hazard floor not checked")
+        for name, increase in increases.items():
+            t_miss, a_miss = t_haz[name].get("miss_rate"), (a_haz.get(name) or {}).get("miss_rate")
+            safe = " or ".join(t_haz[name].get("traversable") or ())
+            if t_miss is None:
+                notes.append(f"{name}: no {name} pixels in the truth, miss rate undefined: hazard floor not checked")
+            elif increase is None or not increase <= cfg.max_hazard_miss_increase + 1e-12:
+                reasons.append(
+                    f"{where}: {name} miss rate (true {name} predicted as {safe}) rose "
+                    + (f"{100 * increase:.2f} points" if increase is not None else "to undefined")
+                    + f" (teacher {_fmt(t_miss)} -> artifact {_fmt(a_miss)}). Expected an increase <= "
+                    f"{100 * cfg.max_hazard_miss_increase:.2f} points "
+                    f"(gate.max_hazard_miss_increase={cfg.max_hazard_miss_increase})."
+                )
     return GateReport(
         step=step,
         artifact=str(artifact),
@@ -263,10 +310,15 @@ def compare_to_teacher(
             "max_miou_drop": cfg.max_miou_drop,
             "max_rare_class_drop": cfg.max_rare_class_drop,
             "rare_classes": list(cfg.rare_classes),
+            "max_hazard_miss_increase": cfg.max_hazard_miss_increase,
         },
         passed=not reasons,
         reasons=tuple(reasons),
         notes=tuple(notes),
+        teacher_hazards=t_haz,
+        artifact_hazards=a_haz,
+        hazard_miss_increases=increases,
+        artifact_confusion_matrix=candidate.get("confusion_matrix"),
     )
 
 
@@ -301,6 +353,9 @@ def gate_artifact(
         ", ".join(f"{k} {_fmt(report.teacher_iou[k])} -> {_fmt(report.artifact_iou[k])}" for k in report.teacher_iou),
         "passed" if report.passed else "FAILED",
     )
+    for name, rates in report.artifact_hazards.items():
+        log("gate %s %s: %s miss rate %s -> %s", step, Path(artifact).name, name,
+            _fmt(report.teacher_hazards.get(name, {}).get("miss_rate")), _fmt(rates.get("miss_rate")))
     return report
 
 

@@ -345,7 +345,9 @@ class Recipe:
         """The recipe as YAML, every default written out; saved atomically when ``path`` is given."""
         import yaml
 
-        text = yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
+        from roverlite._yaml import config_dumper
+
+        text = yaml.dump(self.to_dict(), Dumper=config_dumper(), sort_keys=False, default_flow_style=None)
         if path is not None:
             from roverlite.io import atomic_write_text
 
@@ -396,11 +398,14 @@ def load_recipe(source: str | os.PathLike | Mapping[str, Any] | Recipe) -> Recip
         return Recipe.from_dict(source)
     import yaml
 
+    from roverlite._yaml import parse_yaml
+
     path = Path(source)
     if not path.is_file():
         raise FileNotFoundError(f"Recipe file not found. Expected a YAML file. Received: {str(path)!r}.")
     try:
-        raw = yaml.safe_load(path.read_text())
+        # Aliases, duplicate keys and runaway numbers refused, YAML 1.2 scalars (1e-3 is a number).
+        raw = parse_yaml(path.read_text(), f"Recipe {str(path)!r}")
     except yaml.YAMLError as err:
         raise ConfigError(f"Recipe {str(path)!r} is not valid YAML: {err}".splitlines()[0]) from None
     try:

@@ -1,11 +1,12 @@
 """Run a U-Net at half its input resolution: a 2x2 average-pool stem and nearest-upsampled logits.
 
 Why: on CPUs a small int8 U-Net's time is spent at full resolution, not in its MACs. Measured with
-LiteRT 2.3 (XNNPACK, 1 thread) on a 128x128 input on this project's 2-core Xeon: the width-16
-teacher ``unet_s`` runs in 26.5 ms float / 12.6 ms int8, its width-8 thinning ``unet_xs`` in
-12.4 ms int8 (a quarter of the MACs, the same time: one 8-channel int8 3x3 conv at 128x128 takes
-0.9 ms, four times the MACs at 64x64 0.2 ms), while ``unet_s`` itself behind a 2x2 average pool,
-at 64x64 with its logits upsampled, runs in 2.7 ms int8. Every weight of the model carries over
+LiteRT 2.3 (XNNPACK, 1 thread, idle) on a 128x128 input on this project's 2-core Xeon
+(``benchmarks/results/architecture_moves.json``): the width-16 teacher ``unet_s`` runs in 18.0 ms
+float / 8.6 ms int8, its width-8 thinning ``unet_xs`` in 8.0 ms int8 (a quarter of the MACs,
+nearly the same time: one 8-channel int8 3x3 conv at 128x128 takes 0.9 ms, four times the MACs
+at 64x64 0.2 ms), while ``unet_s`` itself behind a 2x2 average pool, at 64x64 with its logits
+upsampled, runs in 2.5 ms int8. Every weight of the model carries over
 unchanged (a conv does not care about the size of its input), so the half-resolution model starts
 from what the full-resolution one learnt and only needs a short fine-tune.
 

@@ -432,7 +432,7 @@ def _resolve_source(model_or_run_dir: Any, cfg: Config | None) -> tuple[Path | N
 def _preflight(recipe: Recipe, cfg: Config, out_dir: Path) -> None:
     from roverlite.train.models import model_args
 
-    recipe.gate.check_classes(cfg.data.classes)
+    recipe.gate.check_classes(cfg.data.classes, cfg.data.hazards)
     for i, step in enumerate(recipe.steps):
         if step.kind == "distill":
             try:

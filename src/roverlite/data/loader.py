@@ -30,6 +30,7 @@ from roverlite.config import DataConfig
 from roverlite.data.formats import open_source
 from roverlite.data.source import DataError, DataSource
 from roverlite.data.splits import dominant_class, fold_split, make_splits
+from roverlite.deploy.resize import resize_bilinear, resize_nearest, rgb_to_gray
 
 logger = logging.getLogger(__name__)
 
@@ -344,8 +345,6 @@ def _decode_all(
 def _prepare(
     source: DataSource, data_cfg: DataConfig, allowed: np.ndarray, sample_id: str
 ) -> tuple[np.ndarray, np.ndarray]:
-    from PIL import Image
-
     image, mask = source.read(sample_id)
     image_file = describe(source, source.image_name(sample_id))
     mask_file = describe(source, source.mask_name(sample_id))
@@ -369,18 +368,14 @@ def _prepare(
     problem = channel_problem(image, data_cfg.channels)
     if problem:
         raise DataError(f"Image {image_file!r} has the wrong channels. {problem}.")
-    height, width = (int(s) for s in data_cfg.image_size)
-    if image.shape[-1] == 1:
-        picture = Image.fromarray(image[..., 0])
-    else:
-        # Luma of near-equal channels is the gray value; for rgb configs the image stays RGB.
-        picture = Image.fromarray(image)
-        picture = picture.convert("L") if data_cfg.channels == 1 else picture
-    if picture.size != (width, height):
-        picture = picture.resize((width, height), Image.Resampling.BILINEAR)
-        mask = np.asarray(Image.fromarray(mask).resize((width, height), Image.Resampling.NEAREST))
-    pixels = np.asarray(picture, dtype=np.uint8)
-    return (pixels[..., None] if pixels.ndim == 2 else pixels), mask
+    size = tuple(int(s) for s in data_cfg.image_size)
+    # The device preprocesses with these same functions (roverlite.deploy.Segmenter): one code path.
+    if image.shape[-1] == 3 and data_cfg.channels == 1:
+        image = rgb_to_gray(image)  # luma of near-equal channels is the gray value
+    if image.shape[:2] != size:
+        image = resize_bilinear(image, size)
+        mask = resize_nearest(mask, size)
+    return image, mask
 
 
 class _NoBar:

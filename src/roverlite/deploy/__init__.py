@@ -1,10 +1,10 @@
-"""Run exported artifacts on a robot: numpy plus a runtime (LiteRT or ONNX Runtime), nothing else.
+"""Run exported artifacts on a robot: numpy, Pillow and a runtime (LiteRT or ONNX Runtime), nothing else.
 
-Installed with ``pip install roverlite[device]``. Nothing in this package imports TensorFlow,
-Pillow or PyYAML, and the runtimes are imported lazily inside the functions that need them, so
-``import roverlite.deploy`` is cheap and works on a Raspberry Pi or Jetson that has only numpy and
-one runtime. The package also runs without a roverlite install: :func:`make_bundle` copies it
-(with the two numpy-only modules it uses) next to an artifact.
+Installed with ``pip install roverlite[device]``. Nothing in this package imports TensorFlow or
+PyYAML; Pillow (which resizes frames exactly as the training loader does) and the runtimes are
+imported lazily inside the functions that need them, so ``import roverlite.deploy`` is cheap and
+works on a Raspberry Pi or Jetson. The package also runs without a roverlite install:
+:func:`make_bundle` copies it (with the two numpy-only modules it uses) next to an artifact.
 
 Example:
     >>> from roverlite.deploy import Segmenter

@@ -3,7 +3,7 @@
 
 Copied into every bundle as ``bench.py``. Runs ``roverlite.deploy.bench`` from the bundle's own
 copy of ``roverlite.deploy`` on the bundled artifact and, unless ``--no-accuracy``, scores the
-timed runner on the bundled test pack. Needs only numpy and the artifact's runtime.
+timed runner on the bundled test pack. Needs numpy, Pillow and the artifact's runtime.
 
 Usage:
     python bench.py [--runs 100] [--threads N] [--min-seconds S] [--end-to-end] [--profile]

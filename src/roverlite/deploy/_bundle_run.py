@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run a roverlite bundle on this device: score its test pack and time the model.
 
-Copied into every bundle as ``run.py``. Needs only numpy and the artifact's runtime
+Copied into every bundle as ``run.py``. Needs numpy, Pillow and the artifact's runtime
 (``pip install -r requirements-device.txt``); the bundle carries its own copy of
 ``roverlite.deploy``, which this script puts first on ``sys.path``.
 

@@ -26,7 +26,7 @@ process's high-water mark (it includes anything benchmarked earlier in the same 
 TensorFlow if the caller imported it) unless ``isolate=True`` runs each artifact in a process of its
 own; ``model_rss_mb`` is the growth of the resident set while the model was loaded.
 
-numpy and the runtime only; runs on a robot, inside a bundle (``python bench.py``) and as
+numpy, Pillow (end-to-end resizing) and the runtime only; runs on a robot, inside a bundle (``python bench.py``) and as
 ``python -m roverlite.deploy.bench ARTIFACT... [--runs N] [--threads T] [--json OUT]``.
 
 The steps run in :mod:`roverlite.deploy.bench_session`; statistics are in

@@ -3,7 +3,7 @@
 A :class:`BenchSession` holds one loaded model and its measurements, so that
 :func:`roverlite.deploy.bench.bench_many` can interleave the timed runs of several models;
 :func:`bench_settings` checks the settings every session of one benchmark shares. What each step
-measures is described in :mod:`roverlite.deploy.bench`. numpy and the runtime only (the runner
+measures is described in :mod:`roverlite.deploy.bench`. numpy, Pillow and the runtime only (the runner
 imports the runtime lazily).
 """
 
@@ -246,6 +246,8 @@ class BenchSession:
             "miou": result["miou"],
             "per_class_iou": result["per_class_iou"],
             "pixel_accuracy": result.get("pixel_accuracy"),
+            "confusion_matrix": result.get("confusion_matrix"),
+            **({"hazards": result["hazards"]} if result.get("hazards") else {}),
             "images": result["images"],
             "ms_per_image": round(result["ms_per_image"], 4),
             "testpack": str(self.settings.testpack),

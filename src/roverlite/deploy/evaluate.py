@@ -27,6 +27,10 @@ __all__ = ["TestPack", "evaluate_artifact", "evaluate_testpack", "load_testpack"
 
 logger = logging.getLogger(__name__)
 
+# Largest test pack read: its arrays' sizes are read from their headers first, so a small archive
+# of compressed zeros cannot make a robot allocate gigabytes (a bundle holds at most 1 GiB anyway).
+MAX_TESTPACK_BYTES = 1 << 30
+
 
 @dataclass(frozen=True)
 class TestPack:
@@ -64,8 +68,10 @@ def evaluate_artifact(
 
     Returns:
         ``{"miou", "per_class_iou", "pixel_accuracy", "confusion_matrix", "images", "artifact",
-        "format", "runtime", "backend", "sha256", "ms_per_image"}``; mIoU is averaged over the
-        sidecar's ``eval_class_ids``, and ignore-labelled pixels are left out.
+        "format", "runtime", "backend", "sha256", "ms_per_image"}``, plus ``hazards`` (miss and
+        false-hazard rate per hazard class, ``roverlite.train.metrics.hazard_summary``) when the
+        sidecar declares them; mIoU is averaged over the sidecar's ``eval_class_ids``, and
+        ignore-labelled pixels are left out.
 
     Raises:
         ValueError: counts or sizes of images and masks differ, or a bad image (see ``Segmenter``).
@@ -80,7 +86,7 @@ def evaluate_artifact(
         prediction = segmenter.predict(image)
         seconds += time.perf_counter() - start
         confusion.update(mask, prediction)
-    result = confusion.result(list(s.classes), list(s.eval_class_ids))
+    result = confusion.result(list(s.classes), list(s.eval_class_ids), s.hazards)
     result.update(
         images=len(images),
         artifact=str(segmenter.path),
@@ -116,6 +122,12 @@ def load_testpack(path: str | os.PathLike) -> TestPack:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Test pack not found. Expected an .npz file. Received: {str(path)!r}.")
+    declared = _declared_bytes(path)
+    if declared > MAX_TESTPACK_BYTES:
+        raise ValueError(
+            f"Test pack {str(path)!r} is too large. Expected arrays of at most {MAX_TESTPACK_BYTES} bytes in all. "
+            f"Received: {declared} bytes in its array headers."
+        )
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}
@@ -139,6 +151,27 @@ def load_testpack(path: str | os.PathLike) -> TestPack:
     if ids.dtype.kind != "U" or ids.ndim != 1:
         raise ValueError(f"Test pack {str(path)!r}: expected 'ids' as a 1-D string array. Received: {ids.dtype} {ids.shape}.")
     return TestPack(images=images, masks=masks, ids=tuple(str(i) for i in ids))
+
+
+def _declared_bytes(path: Path) -> int:
+    """Bytes the ``.npy`` members of an ``.npz`` say they hold, read from their headers only.
+
+    0 for anything that is not such an archive: ``np.load`` then reports what is wrong with it.
+    """
+    total = 0
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                with archive.open(info) as fh:
+                    version = np.lib.format.read_magic(fh)
+                    read_header = (
+                        np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                    )
+                    shape, _, dtype = read_header(fh, max_header_size=10_000)
+                total += int(np.prod(shape, dtype=object)) * dtype.itemsize
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, NotImplementedError, TypeError):
+        return 0
+    return total
 
 
 def save_testpack(

@@ -38,6 +38,7 @@ __all__ = [
     "TFLiteRunner",
     "TensorInfo",
     "check_onnx_bytes",
+    "check_threads",
     "check_tflite_bytes",
     "default_providers",
     "load_runner",
@@ -148,6 +149,26 @@ class Runner(ABC):
         )
 
 
+def check_threads(threads: Any) -> int:
+    """Refuse a thread count that is not an integer from 1 to the cores this process may use.
+
+    More threads than cores only oversubscribe them: 1,000 threads made ONNX Runtime ~1,000x
+    slower (issue 23), and a runtime spawns each one up front.
+
+    Raises:
+        ValueError: naming the limit and the value.
+    """
+    from roverlite.deploy.hostinfo import usable_cpus
+
+    cores = usable_cpus()
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= cores:
+        raise ValueError(
+            f"Expected threads to be an integer from 1 to {cores} (the CPU cores this process may use), or None. "
+            f"Received: threads={threads!r}."
+        )
+    return threads
+
+
 def load_runner(
     path: str | os.PathLike,
     threads: int | None = None,
@@ -169,8 +190,8 @@ def load_runner(
         ImportError: no runtime for the format is installed.
     """
     path = Path(path)
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise ValueError(f"Expected threads to be a positive integer or None. Received: threads={threads!r}.")
+    if threads is not None:
+        check_threads(threads)
     suffix = path.suffix.lower()
     if suffix not in (".tflite", ".onnx"):
         raise ValueError(f"Unknown model file type. Expected a .tflite or .onnx file. Received: {str(path)!r}.")

@@ -1,9 +1,11 @@
 """``Segmenter``: an image in, a class mask out, preprocessed exactly as in training.
 
 The artifact's sidecar supplies everything: input size and channels, normalisation, quantization,
-classes and colours. ``predict`` resizes the image to the model's size (Pillow-compatible
-bilinear, :mod:`roverlite.deploy.resize`), normalises it, runs the model, takes the argmax and
-resizes the mask back to the image's size (nearest).
+classes and colours. ``predict`` resizes the image to the model's size (Pillow's bilinear,
+through the functions the training loader uses, :mod:`roverlite.deploy.resize`), normalises it,
+runs the model, takes the argmax and resizes the mask back to the image's size (nearest).
+Memory stays within a few times the frame's own size: a 12 MP RGB frame is never copied to
+floats, only resized by Pillow in uint8.
 
 Accepted images: ``(H, W)``, ``(H, W, 1)`` or ``(H, W, 3)``, uint8 pixels, or any integer or float
 array on the same 0..255 scale (floats must be finite and inside 0..255; a 0..1 float image is
@@ -40,6 +42,9 @@ from roverlite.deploy.runtime import Runner, load_runner
 from roverlite.deploy.sidecar import Sidecar, load_verified
 
 __all__ = ["Segmenter", "overlay"]
+
+# Pixels blended at a time by overlay(): a few MiB of float32, whatever the frame's size.
+_OVERLAY_BLOCK_PIXELS = 1 << 18
 
 
 class Segmenter:
@@ -89,9 +94,15 @@ class Segmenter:
 
     def preprocess(self, image: np.ndarray) -> np.ndarray:
         """The normalised float32 ``(1, H, W, C)`` model input for one image."""
-        pixels = self._to_model_channels(_as_pixels(image))
+        pixels = _as_pixels(image)
+        replicate = self._check_channels(pixels)
+        if pixels.shape[-1] == 3 and self.channels == 1:
+            pixels = rgb_to_gray(pixels)  # before resizing, as the training loader does
         if pixels.shape[:2] != self.input_size:
             pixels = resize_bilinear(pixels, self.input_size)
+        if replicate:
+            # After resizing: bilinear works channel by channel, so the pixels are the same, a third of the work.
+            pixels = gray_to_rgb(pixels)
         # Same operations, in the same order, as roverlite.data.loader.normalize: bit-identical input.
         x = pixels.astype(np.float32)
         x *= np.float32(self.sidecar.pixel_scale)
@@ -130,20 +141,21 @@ class Segmenter:
 
     # === Checks ===
 
-    def _to_model_channels(self, pixels: np.ndarray) -> np.ndarray:
+    def _check_channels(self, pixels: np.ndarray) -> bool:
+        """Refuse channels the sidecar does not allow; True when a gray image is to be replicated to RGB."""
         have, want, s = pixels.shape[-1], self.channels, self.sidecar
         if have == want:
-            return pixels
+            return False
         if want == 1 and have == 3:
             spread = _channel_spread(pixels)
             if s.gray_tolerance >= 0 and spread <= s.gray_tolerance:
-                return rgb_to_gray(pixels)
+                return False
             raise ValueError(
                 f"Wrong channels for grayscale model {self.path.name!r}. Expected 1 channel, or 3 channels equal "
                 f"within {max(s.gray_tolerance, 0)} levels. Received: a colour image (channels differ by up to {spread:g})."
             )
         if want == 3 and have == 1 and s.allow_gray_to_rgb:
-            return gray_to_rgb(pixels)
+            return True
         raise ValueError(
             f"Wrong channels for {s.color_mode} model {self.path.name!r}. Expected {want} channel(s)"
             + (" (its sidecar does not allow gray images)" if want == 3 and have == 1 else "")
@@ -182,14 +194,18 @@ def overlay(
     mask = np.asarray(mask)
     if mask.shape != pixels.shape[:2]:
         raise ValueError(f"Expected a mask of the image's size {pixels.shape[:2]}. Received: shape={mask.shape}.")
-    rgb = pixels if pixels.shape[-1] == 3 else gray_to_rgb(pixels[..., :1])
-    rgb = rgb.astype(np.float32)
     palette = np.asarray(colors, dtype=np.float32).reshape(-1, 3)
-    ids = mask.astype(np.int64)
-    colored = (ids >= 0) & (ids < len(palette))
-    blended = rgb.copy()
-    blended[colored] = (1.0 - alpha) * rgb[colored] + alpha * palette[ids[colored]]
-    return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+    out = np.empty((*pixels.shape[:2], 3), np.uint8)
+    # Blended in blocks of rows: float copies of a whole 12 MP frame would take ten times its size.
+    rows = max(1, _OVERLAY_BLOCK_PIXELS // pixels.shape[1])
+    for top in range(0, pixels.shape[0], rows):
+        block = pixels[top : top + rows]
+        rgb = (block if block.shape[-1] == 3 else gray_to_rgb(block[..., :1])).astype(np.float32)
+        ids = mask[top : top + rows].astype(np.int64)
+        colored = (ids >= 0) & (ids < len(palette))
+        rgb[colored] = (1.0 - alpha) * rgb[colored] + alpha * palette[ids[colored]]
+        out[top : top + rows] = np.clip(np.rint(rgb), 0, 255)
+    return out
 
 
 def _as_pixels(image: np.ndarray) -> np.ndarray:
@@ -210,13 +226,20 @@ def _as_pixels(image: np.ndarray) -> np.ndarray:
     low, high = float(image.min()), float(image.max())
     if low < 0 or high > 255:
         raise ValueError(f"Expected pixel values in 0..255. Received: values in [{low:g}, {high:g}].")
-    return image.astype(np.uint8) if image.dtype.kind in "iu" else image.astype(np.float32)
+    return image.astype(np.uint8) if image.dtype.kind in "iu" else image.astype(np.float32, copy=False)
 
 
 def _channel_spread(image: np.ndarray) -> float:
-    """Largest difference between channels at any pixel (the training loader's gray test)."""
+    """Largest difference between channels at any pixel (the training loader's gray test).
+
+    In the image's own dtype (``high - low`` cannot wrap, since high >= low), a few planes at a time.
+    """
     planes = [image[..., c] for c in range(image.shape[-1])]
-    high, low = planes[0], planes[0]
-    for plane in planes[1:]:
-        high, low = np.maximum(high, plane), np.minimum(low, plane)
-    return float((high.astype(np.float32) - low).max())
+    if len(planes) < 2:
+        return 0.0
+    high, low = np.maximum(planes[0], planes[1]), np.minimum(planes[0], planes[1])
+    for plane in planes[2:]:
+        np.maximum(high, plane, out=high)
+        np.minimum(low, plane, out=low)
+    np.subtract(high, low, out=high)
+    return float(high.max())

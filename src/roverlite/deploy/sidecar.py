@@ -37,7 +37,9 @@ __all__ = [
     "Sidecar",
     "TensorSpec",
     "load_verified",
+    "matching_pending_sidecar",
     "parse_sidecar",
+    "pending_sidecar_path",
     "read_sidecar",
     "sha256_bytes",
     "sidecar_path",
@@ -108,6 +110,9 @@ class Sidecar:
         classes, class_colors: class names (index = class id) and one RGB colour each.
         ignore_index: truth label excluded from metrics, or ``None``.
         eval_class_ids: classes averaged into mIoU.
+        hazards: hazard class -> the traversable classes it must not be predicted as (the config's
+            ``data.hazards``), so evaluation on the robot reports hazard rates; ``None`` when none
+            were declared (and in sidecars written before the field existed).
         input, output: I/O tensors as the runtime sees them.
         color_mode: ``grayscale`` or ``rgb`` (the input's channels).
         gray_tolerance: a 3-channel image is accepted by a grayscale model when its channels differ
@@ -142,6 +147,7 @@ class Sidecar:
     versions: Mapping[str, str] = field(default_factory=dict)
     cost: Mapping[str, Any] | None = None
     self_check: Mapping[str, Any] | None = None
+    hazards: Mapping[str, tuple[str, ...]] | None = None
     schema_version: int = SCHEMA_VERSION
     task: str = TASK
 
@@ -187,6 +193,8 @@ class Sidecar:
             "versions": dict(self.versions),
             "cost": None if self.cost is None else dict(self.cost),
             "self_check": None if self.self_check is None else dict(self.self_check),
+            # Written only when declared: an optional field, so older readers and sidecars agree.
+            **({} if self.hazards is None else {"hazards": {k: list(v) for k, v in self.hazards.items()}}),
         }
 
 
@@ -196,6 +204,17 @@ class Sidecar:
 def sidecar_path(artifact: str | os.PathLike) -> Path:
     """Where the sidecar of ``artifact`` lives: the same stem with ``.json`` (``m_tflite_int8.json``)."""
     return Path(artifact).with_suffix(".json")
+
+
+def pending_sidecar_path(artifact: str | os.PathLike) -> Path:
+    """Where an export leaves the new sidecar while it renames a new pair into place (``.<sidecar>.pending``).
+
+    Export renames the new sidecar here, then the new artifact over the old one, then this file
+    over the old sidecar (``roverlite.io.commit_pair``). A process killed between the last two
+    renames leaves the new artifact with its sidecar here; :func:`load_verified` reads it.
+    """
+    path = sidecar_path(artifact)
+    return path.with_name(f".{path.name}.pending")
 
 
 def sha256_bytes(content: bytes) -> str:
@@ -218,6 +237,10 @@ def read_sidecar(artifact: str | os.PathLike) -> Sidecar:
             f"Sidecar not found for {str(artifact)!r}. Expected the export's JSON sidecar at "
             f"{str(path)!r}. Received: no such file."
         )
+    return _read_sidecar_file(path)
+
+
+def _read_sidecar_file(path: Path) -> Sidecar:
     with open(path, "rb") as fh:
         raw = fh.read(MAX_SIDECAR_BYTES + 1)
     if len(raw) > MAX_SIDECAR_BYTES:
@@ -246,7 +269,8 @@ def load_verified(artifact: str | os.PathLike) -> tuple[Sidecar, bytes]:
     artifact = Path(artifact)
     if not artifact.is_file():
         raise FileNotFoundError(f"Artifact not found. Expected a .tflite or .onnx file. Received: {str(artifact)!r}.")
-    sidecar = read_sidecar(artifact)
+    pending = matching_pending_sidecar(artifact)
+    sidecar = pending if pending is not None else read_sidecar(artifact)
     expected_runtime = SUFFIX_RUNTIME.get(artifact.suffix.lower())
     if expected_runtime != sidecar.runtime:
         raise ValueError(
@@ -263,6 +287,28 @@ def load_verified(artifact: str | os.PathLike) -> tuple[Sidecar, bytes]:
             f"Expected: {sidecar.sha256}. Received: {actual}."
         )
     return sidecar, content
+
+
+def matching_pending_sidecar(artifact: Path) -> Sidecar | None:
+    """The sidecar an interrupted export left pending, when it describes the artifact now in place.
+
+    Only the microseconds between an export's last two renames leave one that matches (see
+    :func:`pending_sidecar_path`); a pending file from an export killed earlier describes an
+    artifact that never replaced this one, and is ignored.
+    """
+    pending = pending_sidecar_path(artifact)
+    if not pending.is_file():
+        return None
+    try:
+        candidate = _read_sidecar_file(pending)
+    except (OSError, ValueError):
+        return None
+    try:
+        with open(artifact, "rb") as fh:
+            digest = hashlib.file_digest(fh, "sha256").hexdigest()
+    except OSError:
+        return None
+    return candidate if digest == candidate.sha256 else None
 
 
 def verify_artifact(artifact: str | os.PathLike) -> Sidecar:
@@ -331,6 +377,7 @@ def parse_sidecar(value: Any, where: str = "sidecar") -> Sidecar:
         versions=p.versions(root),
         cost=p.optional_mapping(root, "cost"),
         self_check=p.optional_mapping(root, "self_check"),
+        hazards=p.hazards(root, classes),
     )
 
 
@@ -492,6 +539,21 @@ class _Parser:
         if not isinstance(allow, bool):
             self.fail("input.allow_gray_to_rgb", "true or false", allow)
         return spec, color_mode, tolerance, allow
+
+    def hazards(self, root: Mapping[str, Any], classes: tuple[str, ...]) -> dict[str, tuple[str, ...]] | None:
+        value = root.get("hazards")
+        if value is None:
+            return None
+        out = {}
+        for hazard, traversable in self.mapping(value, "hazards").items():
+            items = self.list_of(traversable, f"hazards.{hazard}", 1, len(classes))
+            if (
+                hazard not in classes or not all(isinstance(n, str) and n in classes for n in items)
+                or hazard in items or len(set(items)) != len(items)
+            ):
+                self.fail(f"hazards.{hazard}", f"a class of {list(classes)} -> other classes of it, each once", items)
+            out[hazard] = tuple(items)
+        return out
 
     def versions(self, root: Mapping[str, Any]) -> dict[str, str]:
         versions = self.mapping(self.get(root, "versions"), "versions")

@@ -31,7 +31,7 @@ import numpy as np
 
 from roverlite.config import DataConfig
 from roverlite.deploy.runtime import load_runner
-from roverlite.deploy.sidecar import sidecar_path
+from roverlite.deploy.sidecar import matching_pending_sidecar, pending_sidecar_path, sidecar_path
 from roverlite.export.formats import FORMATS, ExportFormat, get_format, list_formats
 from roverlite.export.metadata import build_sidecar, collect_versions, write_sidecar
 from roverlite.export.source import (
@@ -41,7 +41,7 @@ from roverlite.export.source import (
     model_file_sha256,
 )
 from roverlite.export.verify import Tolerances, keras_logits, self_check
-from roverlite.io import atomic_write_bytes, ensure_writable_dir
+from roverlite.io import commit_pair, ensure_writable_dir, staged_path, write_staged
 
 __all__ = ["FORMATS", "ExportFormat", "ExportResult", "Tolerances", "export_model", "get_format", "list_formats"]
 
@@ -180,25 +180,33 @@ def _write_and_check(
     recipe: Mapping[str, Any],
     shared: Mapping[str, Any],
 ) -> ExportResult:
-    path = atomic_write_bytes(out_dir / f"{shared['name']}{fmt.suffix}", content)
+    path = out_dir / f"{shared['name']}{fmt.suffix}"
+    _finish_interrupted_commit(path)
+    # The new pair is written and checked under temporary names and renamed over the old one only
+    # when complete: an interrupted or failed export leaves the previous artifact and sidecar as
+    # they were (issue 23). The staged artifact keeps the suffix, so its sidecar is its stem + .json.
+    staged = None
     try:
-        runner = load_runner(path, content=content)
+        staged = staged_path(path)
+        write_staged(staged, path, lambda fh: fh.write(content))
+        runner = load_runner(staged, content=content)
         sidecar = build_sidecar(
-            path, format_name=fmt.name, runtime=fmt.runtime, input_info=runner.input, output_info=runner.output,
+            staged, format_name=fmt.name, runtime=fmt.runtime, input_info=runner.input, output_info=runner.output,
             recipe=recipe, **shared,
         )
+        sidecar = dataclasses.replace(sidecar, artifact_file=path.name)
         # The device-side check reads the sidecar (and verifies the hash), so it is written first and
         # rewritten with the check's result.
-        write_sidecar(path, sidecar)
-        check = self_check(fmt, str(path), reference, images, masks, shared["data_cfg"], tolerances)
+        write_sidecar(staged, sidecar, final=path)
+        check = self_check(fmt, str(staged), reference, images, masks, shared["data_cfg"], tolerances)
         sidecar = dataclasses.replace(sidecar, self_check=check)
-        sidecar_file = write_sidecar(path, sidecar)
+        write_sidecar(staged, sidecar, final=path)
+        commit_pair(staged, path, sidecar_path(staged), sidecar_path(path), pending_sidecar_path(path))
     except BaseException:
-        # All or nothing: an artifact whose sidecar could not be finished (disk full, interrupted)
-        # must not be left looking like a finished export.
-        for leftover in (path, sidecar_path(path)):
+        for leftover in () if staged is None else (staged, sidecar_path(staged)):
             leftover.unlink(missing_ok=True)
         raise
+    sidecar_file = sidecar_path(path)
     if check["passed"]:
         logger.info("%s: %s (%d bytes), self-check passed", fmt.name, path, sidecar.size_bytes)
     else:
@@ -207,6 +215,23 @@ def _write_and_check(
         format=fmt.name, path=path, sidecar_path=sidecar_file, size_bytes=sidecar.size_bytes,
         sha256=sidecar.sha256, check=check, passed=bool(check["passed"]),
     )
+
+
+def _finish_interrupted_commit(path: Path) -> None:
+    """Finish or drop what an export killed while renaming a pair into place left for ``path``.
+
+    A pending sidecar that describes the artifact now in place (the process died between the
+    last two renames of :func:`roverlite.io.commit_pair`) becomes its sidecar; any other pending
+    sidecar belongs to an artifact that never replaced this one and is removed.
+    """
+    pending = pending_sidecar_path(path)
+    if not pending.is_file():
+        return
+    if path.is_file() and matching_pending_sidecar(path) is not None:
+        os.replace(pending, sidecar_path(path))
+        logger.warning("finished an interrupted export: %s has its sidecar again", path)
+    else:
+        pending.unlink(missing_ok=True)
 
 
 # === Argument checks ===

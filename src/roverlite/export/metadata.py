@@ -26,7 +26,7 @@ from roverlite.deploy.sidecar import (
     read_sidecar,
     sidecar_path,
 )
-from roverlite.io import atomic_write_json, sha256_file
+from roverlite.io import atomic_write_json, sha256_file, write_staged_json
 
 __all__ = ["VERSIONED_PACKAGES", "build_sidecar", "collect_versions", "parse_sidecar", "read_sidecar", "write_sidecar"]
 
@@ -74,7 +74,7 @@ def build_sidecar(
     Args:
         artifact: the artifact file, already written.
         name, format_name, runtime: model name, format table key and device runtime.
-        data_cfg: classes, colours, ignore label, eval classes, colour mode and normalisation.
+        data_cfg: classes, colours, ignore label, eval classes, hazards, colour mode and normalisation.
         input_info, output_info: the tensors as the device runtime reports them.
         source_path, source_sha256: the Keras model file, when exported from one.
         recipe: free-form description of how the model was made (compression steps, ...).
@@ -112,12 +112,20 @@ def build_sidecar(
         versions=dict(collect_versions() if versions is None else versions),
         cost=None if cost is None else dict(cost),
         self_check=None if self_check is None else dict(self_check),
+        hazards=None if not data_cfg.hazards else {k: tuple(v) for k, v in data_cfg.hazards.items()},
     )
 
 
-def write_sidecar(artifact: str | os.PathLike, sidecar: Sidecar) -> Path:
-    """Write ``sidecar`` atomically to ``<artifact>.json`` and return that path."""
-    return atomic_write_json(sidecar_path(artifact), sidecar.to_dict())
+def write_sidecar(artifact: str | os.PathLike, sidecar: Sidecar, final: str | os.PathLike | None = None) -> Path:
+    """Write ``sidecar`` atomically to ``<artifact>.json`` and return that path.
+
+    With ``final``, ``artifact`` is a staged file that will be renamed to ``final`` (see
+    :func:`roverlite.io.commit_pair`): the sidecar is staged beside it, without a rename, and
+    errors name ``final``'s sidecar.
+    """
+    if final is None:
+        return atomic_write_json(sidecar_path(artifact), sidecar.to_dict())
+    return write_staged_json(sidecar_path(artifact), sidecar_path(final), sidecar.to_dict())
 
 
 def _tensor_spec(info: TensorInfo) -> TensorSpec:

@@ -6,6 +6,9 @@ mean absolute logit error and the argmax agreement, and passes when the max erro
 are judged by what matters on the robot, per-class IoU: the artifact's IoU against the truth
 masks minus the Keras model's IoU against the same masks. Without masks the Keras predictions
 serve as truth (Keras IoU is then 1 for every present class, so the delta is the agreement lost).
+With ``data.hazards`` declared, both models' hazard miss and false-hazard rates are reported
+(``keras_hazards``, ``artifact_hazards``); they are not a pass rule here (the recipe gate's
+``max_hazard_miss_increase`` is).
 
 A drop measured on a few images is noisy, above all for a rare class: on the first 32 AI4Mars
 validation images a teacher's int8 export "lost" 0.052 mIoU and 0.107 big-rock IoU, and 0.0004
@@ -197,12 +200,15 @@ def _iou_deltas(
     for who, matrices in per_image.items():
         confusion = StreamingConfusion(data_cfg.num_classes, data_cfg.ignore_index)
         confusion.add_matrix(matrices.sum(axis=0))
-        scores[who] = confusion.result(list(data_cfg.classes), list(data_cfg.eval_class_ids))
+        scores[who] = confusion.result(list(data_cfg.classes), list(data_cfg.eval_class_ids), data_cfg.hazards)
     keras, art = scores["keras"], scores["artifact"]
     eval_ids = list(data_cfg.eval_class_ids)
     drops = _bootstrap_drops(per_image["keras"], per_image["artifact"], eval_ids, tol)
     names = list(data_cfg.classes)
+    # Hazard rates are reported beside the IoU deltas, not judged: the recipe gate owns that floor.
+    hazards = {"keras_hazards": keras["hazards"], "artifact_hazards": art["hazards"]} if data_cfg.hazards else {}
     return {
+        **hazards,
         "truth": "keras_predictions" if masks is None else "masks",
         "eval_classes": [names[i] for i in eval_ids],
         "keras_miou": keras["miou"],

@@ -11,6 +11,9 @@ Writes, into ``out_dir``:
   (:func:`roverlite.report.pareto.plot_pareto`);
 * ``overlays.png``: for a few validation images, image | truth | each variant's prediction, in the
   sidecar's class colours (``Segmenter.overlay``), when images are given;
+* ``confusion_<variant>.png``: a small row-normalised confusion heat map per variant whose
+  accuracy came with its confusion matrix (:func:`roverlite.report.plots.plot_confusion`); the
+  "Rover safety" section shows them beside each variant's hazard miss rate;
 * ``report.md`` (linking the PNGs) and ``report.html`` (the same, self-contained), opening with
   the deliverable and its verdict when one is named.
 
@@ -62,6 +65,7 @@ class ReportPaths:
     summary: Path
     pareto: Path
     overlays: Path | None
+    confusion: tuple[Path, ...] = ()
 
 
 def build_report(
@@ -133,12 +137,14 @@ def build_report(
     if overlays is not None:
         overlay_path, overlay_notes = _overlays(rows, overlays, out_dir / "overlays.png", overlay_count, threads)
 
-    sections = report_sections(rows, summary, reference, peak, overlay_path, [*overlay_notes, *notes], delivered)
+    confusion = _confusion_maps(rows, out_dir)
+    sections = report_sections(rows, summary, reference, peak, overlay_path, [*overlay_notes, *notes], delivered,
+                               confusion)
     markdown = atomic_write_text(out_dir / "report.md", render_markdown(title, sections))
     page = atomic_write_text(out_dir / "report.html", render_html(title, sections, out_dir))
     logger.info("report written to %s", out_dir)
     return ReportPaths(out_dir=out_dir, markdown=markdown, html=page, summary=summary_path, pareto=pareto,
-                       overlays=overlay_path)
+                       overlays=overlay_path, confusion=tuple(confusion.values()))
 
 
 def report_run_dirs(
@@ -220,6 +226,7 @@ def summary_rows(
             "miou": row.miou,
             "delta_miou": _delta(row, reference),
             "per_class_iou": dict(row.per_class_iou),
+            "hazards": dict(row.hazards),
             "accuracy_source": row.accuracy_source,
             "size_bytes": row.size_bytes,
             "macs": row.macs,
@@ -239,6 +246,23 @@ def summary_rows(
             "gate": None if row.gate is None else dict(row.gate),
         })
     return out
+
+
+def _confusion_maps(rows: Sequence[VariantRow], out_dir: Path) -> dict[str, Path]:
+    """Variant name -> its confusion heat map PNG, for every row with a confusion matrix."""
+    import re
+
+    from roverlite.report.plots import plot_confusion
+
+    maps = {}
+    for row in rows:
+        if row.confusion_matrix is None:
+            continue
+        k = len(row.confusion_matrix)
+        names = list(row.per_class_iou) if len(row.per_class_iou) == k else [str(i) for i in range(k)]
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", row.name)
+        maps[row.name] = plot_confusion(row.confusion_matrix, names, row.display_name, out_dir / f"confusion_{slug}.png")
+    return maps
 
 
 def _precision(row: VariantRow) -> str | None:

@@ -18,7 +18,7 @@ is found; hidden entries are skipped):
   accuracies for one artifact the one over the most images is shown.
 * **gate results**: a recipe step's ``gate.json`` (``{"step", "passed", "artifacts": [report]}``
   from :func:`roverlite.compress.gate.write_gate`): each report's pass/fail with its reasons, and
-  its artifact's per-class IoU on the validation images the gate scored. Also any JSON with a
+  its artifact's per-class IoU (and hazard rates) on the validation images the gate scored. Also any JSON with a
   ``gate`` object (``{"passed": bool, "reasons": [...]}``) and the ``sha256``, ``artifact`` or
   ``variant`` name it judges.
 * **explicit rows**: every JSON with a ``variant`` object in :class:`VariantRow` form; it replaces
@@ -110,6 +110,7 @@ def variants_from_bench(
             precision=precision,
             miou=None if measured is None else measured.get("miou"),
             per_class_iou=dict(measured.get("per_class_iou") or {}) if measured else {},
+            **_hazard_fields(measured),
             accuracy_source=_accuracy_source(measured),
             macs=primary.macs,
             size_bytes=primary.size_bytes,
@@ -227,6 +228,8 @@ def collect_run_dirs(run_dirs: Sequence[str | os.PathLike]) -> list[VariantRow]:
                 for key in keys:
                     gates[key] = gate
                 measured = {"miou": report.get("artifact_miou"), "per_class_iou": report.get("artifact_iou") or {},
+                            "hazards": report.get("artifact_hazards") or {},
+                            "confusion_matrix": report.get("artifact_confusion_matrix"),
                             "images": report.get("images"), "source": str(path)}
                 for key in keys:
                     if measured["miou"] is not None and _images(measured) >= _images(accuracies.get(key)):
@@ -249,6 +252,7 @@ def collect_run_dirs(run_dirs: Sequence[str | os.PathLike]) -> list[VariantRow]:
             format=sidecar.format, precision=precision,
             miou=None if measured is None else measured.get("miou"),
             per_class_iou=dict(measured.get("per_class_iou") or {}) if measured else {},
+            **_hazard_fields(measured),
             accuracy_source=_accuracy_source(measured),
             macs=cost.get("macs"), params=cost.get("params"), size_bytes=sidecar.size_bytes,
             notes=("not benchmarked",),
@@ -408,11 +412,24 @@ def _keras_row(summary: Mapping[str, Any], path: Path) -> VariantRow:
         kind="teacher float" if "teacher" in model.lower() else "float (Keras)",
         miou=summary.get("miou"),
         per_class_iou=dict(summary.get("per_class_iou") or {}),
+        **_hazard_fields(summary),
         accuracy_source=f"Keras model on the validation split ({path.parent.name})",
         macs=summary.get("macs"),
         params=summary.get("params"),
         notes=("Keras model before export; no device latency",),
     )
+
+
+def _hazard_fields(measured: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A row's hazard rates and confusion matrix from the accuracy result it shows (when it has them)."""
+    if not measured:
+        return {}
+    hazards = measured.get("hazards")
+    cm = measured.get("confusion_matrix")
+    return {
+        "hazards": dict(hazards) if isinstance(hazards, Mapping) else {},
+        "confusion_matrix": cm if isinstance(cm, list) and cm else None,
+    }
 
 
 def _with_params_and_gates(

@@ -77,3 +77,29 @@ def plot_predictions(
     ]
     fig.legend(handles, list(data_cfg.classes), loc="lower center", ncol=len(handles), fontsize=8)
     return _save(fig, Path(path))
+
+
+def plot_confusion(cm: Any, class_names: Sequence[str], title: str, path: str | Path) -> Path:
+    """A small row-normalised confusion heat map (rows truth, columns prediction) as PNG.
+
+    Each cell is the share of its truth class's pixels predicted as the column's class, so a rare
+    class (big rock, 0.5 % of Mars pixels) reads as clearly as soil; rows without pixels stay blank.
+    """
+    plt = _pyplot()
+    counts = np.asarray(cm, dtype=np.float64)
+    totals = counts.sum(axis=1, keepdims=True)
+    shares = np.divide(counts, totals, out=np.full_like(counts, np.nan), where=totals > 0)
+    k = len(class_names)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.55 * k, 1.0 + 0.5 * k))
+    image = ax.imshow(shares, vmin=0.0, vmax=1.0, cmap="viridis")
+    for (i, j), value in np.ndenumerate(shares):
+        if not np.isnan(value):
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                    color="black" if value > 0.6 else "white")
+    ax.set_xticks(range(k), class_names, rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(k), class_names, fontsize=7)
+    ax.set_xlabel("predicted", fontsize=8)
+    ax.set_ylabel("truth", fontsize=8)
+    ax.set_title(title, fontsize=8)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    return _save(fig, Path(path))

@@ -2,7 +2,8 @@
 
 Deliverable (when one is named), Variants (one table row per variant by its human label, with the
 file, accuracy, cost, latency per runtime, the recommended runtime's achieved rate and memory, and
-the gate), Per-class IoU, Runtime recommendation, Accuracy vs latency, Predictions, Machine peak,
+the gate), Per-class IoU, Rover safety (hazard miss and false-hazard rates with Δ against the
+teacher, and a confusion heat map per variant), Runtime recommendation, Accuracy vs latency, Predictions, Machine peak,
 Notes. :func:`roverlite.report.html.render_markdown` and ``render_html`` turn them into the pages.
 """
 
@@ -29,6 +30,7 @@ def report_sections(
     overlay_path: Path | None,
     notes: Sequence[str],
     deliverable: Mapping[str, Any] | None = None,
+    confusion_maps: Mapping[str, Path] | None = None,
 ) -> list[Section]:
     """The report's sections; ``deliverable`` is :func:`roverlite.report.deliverable.deliverable_summary` output."""
     sections = [] if deliverable is None else [deliverable_section(deliverable)]
@@ -38,6 +40,9 @@ def report_sections(
         iou_rows = [[row.display_name, *[_fmt(row.per_class_iou.get(c), 4) for c in classes], _fmt(row.miou, 4),
                      row.accuracy_source] for row in rows]
         sections.append(Section("Per-class IoU", [Table(["variant", *classes, "mIoU", "measured on"], iou_rows)]))
+    safety = _safety_section(rows, reference, confusion_maps or {})
+    if safety is not None:
+        sections.append(safety)
     lines = _runtime_lines(rows)
     if lines:
         sections.append(Section("Runtime recommendation", lines))
@@ -85,6 +90,40 @@ def _variants_section(
                      "the runtime column is the faster measured runtime of each variant.")
     note = memory_note(memory)
     return Section("Variants", [*intro, *([note] if note else []), Table(headers, table)])
+
+
+def _safety_section(
+    rows: Sequence[VariantRow], reference: VariantRow | None, maps: Mapping[str, Path]
+) -> Section | None:
+    """Hazard miss rate (Δ against the teacher) and false-hazard rate per variant, then the heat maps."""
+    hazards = list(dict.fromkeys(name for row in rows for name in row.hazards))
+    if not hazards and not maps:
+        return None
+    parts: list[Any] = []
+    if hazards:
+        parts.append(
+            "Miss rate: share of a hazard's true pixels predicted as a traversable class (the rover drives "
+            "onto it); false-hazard rate: share of traversable pixels predicted as the hazard (it detours)."
+        )
+        headers = ["variant"]
+        for name in hazards:
+            safe = " / ".join(next((r.hazards[name].get("traversable") for r in rows if name in r.hazards), None) or ())
+            headers += [f"{name} miss rate (as {safe})", "Δ vs teacher", f"{name} false-hazard rate"]
+        table = []
+        for row in rows:
+            cells: list[Any] = [row.display_name]
+            for name in hazards:
+                rates = row.hazards.get(name) or {}
+                teacher = ((reference.hazards.get(name) or {}) if reference is not None else {}).get("miss_rate")
+                miss = rates.get("miss_rate")
+                delta = None if miss is None or teacher is None or row.name == reference.name else miss - teacher
+                cells += [_fmt(miss, 4), format_signed(delta), _fmt(rates.get("false_rate"), 4)]
+            table.append(cells)
+        parts.append(Table(headers, table))
+    for row in rows:
+        if row.name in maps:
+            parts.append(Image(maps[row.name].name, f"{row.display_name}: confusion, rows truth, share of each row"))
+    return Section("Rover safety", parts)
 
 
 def _shown_entry(row: VariantRow, summary: Mapping[str, Any]) -> RuntimeLatency | None:

@@ -107,6 +107,10 @@ class VariantRow:
         notes: free text shown under the tables.
         label: the human name shown in the report (``student int8``); ``None``: derived from the
             artifact's sidecar (:mod:`roverlite.report.labels`), else ``name``.
+        hazards: per declared hazard, ``{"miss_rate", "false_rate", "traversable", ...}`` measured
+            with the accuracy (:func:`roverlite.train.metrics.hazard_summary`).
+        confusion_matrix: the ``(K, K)`` counts behind the accuracy (rows truth, columns
+            prediction, in ``per_class_iou``'s class order), for the report's heat map.
     """
 
     name: str
@@ -124,6 +128,8 @@ class VariantRow:
     gate: Mapping[str, Any] | None = None
     notes: tuple[str, ...] = ()
     label: str | None = None
+    hazards: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    confusion_matrix: tuple[tuple[int, ...], ...] | None = None
 
     def __post_init__(self) -> None:
         for key in ("name", "kind"):
@@ -152,6 +158,17 @@ class VariantRow:
         object.__setattr__(self, "latency", latency)
         object.__setattr__(self, "per_class_iou", dict(self.per_class_iou))
         object.__setattr__(self, "notes", tuple(self.notes))
+        if not isinstance(self.hazards, Mapping) or not all(isinstance(v, Mapping) for v in self.hazards.values()):
+            raise ValueError(f"Expected hazards as name -> rates for {self.name!r}. Received: {self.hazards!r}.")
+        object.__setattr__(self, "hazards", {str(k): dict(v) for k, v in self.hazards.items()})
+        if self.confusion_matrix is not None:
+            cm = self.confusion_matrix
+            square = isinstance(cm, (list, tuple)) and all(isinstance(r, (list, tuple)) and len(r) == len(cm) for r in cm)
+            if not square or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for r in cm for v in r):
+                raise ValueError(
+                    f"Expected confusion_matrix as a square list of counts for {self.name!r}. Received: {cm!r}."[:300]
+                )
+            object.__setattr__(self, "confusion_matrix", tuple(tuple(r) for r in cm))
 
     # === Derived ===
 

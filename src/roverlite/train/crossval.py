@@ -118,7 +118,7 @@ def pool_scores(results: list[dict[str, Any]], cfg: Config) -> dict[str, Any]:
     fold_miou = [r["miou"] for r in results if r["miou"] is not None and math.isfinite(r["miou"])]
     return {
         "folds": len(results),
-        **confusion.result(list(cfg.data.classes), list(cfg.data.eval_class_ids)),
+        **confusion.result(list(cfg.data.classes), list(cfg.data.eval_class_ids), cfg.data.hazards),
         "fold_miou_mean": float(np.mean(fold_miou)) if fold_miou else None,
         "fold_miou_std": float(np.std(fold_miou)) if fold_miou else None,
     }

@@ -62,6 +62,9 @@ def evaluate_arrays(
 ) -> dict[str, Any]:
     """Per-class IoU, mIoU over ``data_cfg.eval_classes``, pixel accuracy and confusion matrix.
 
+    With ``data_cfg.hazards`` the result also holds ``hazards``: each hazard's miss and
+    false-hazard rate (:func:`roverlite.train.metrics.hazard_summary`).
+
     With ``ids`` (one per image) the result also holds ``per_image``: each image's own scores,
     worst mIoU first (see :func:`image_scores`), to find the images, or labels, a model gets wrong.
     """
@@ -75,7 +78,7 @@ def evaluate_arrays(
         confusion.update(truth, pred)
         if ids is not None:
             per_image += [image_scores(i, t, p, data_cfg) for i, t, p in zip(ids[start:], truth, pred)]
-    result = confusion.result(list(data_cfg.classes), list(data_cfg.eval_class_ids))
+    result = confusion.result(list(data_cfg.classes), list(data_cfg.eval_class_ids), data_cfg.hazards)
     if ids is not None:
         result["per_image"] = worst_first(per_image)
     return result

@@ -41,7 +41,15 @@ class TrainResult:
 # === Run-folder bookkeeping ===
 
 
+# Keys that change what evaluation reports, never what training does: a run trained before one was
+# declared (or with another value) is the same run, so resuming or adopting it is not refused.
+_EVAL_ONLY_KEYS = {"data.hazards"}
+
+
 def _differing_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two plain configs (evaluation-only keys left out)."""
+    if prefix in _EVAL_ONLY_KEYS:
+        return []
     if isinstance(a, dict) and isinstance(b, dict):
         keys = sorted(set(a) | set(b))
         out: list[str] = []

@@ -23,7 +23,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -32,6 +32,8 @@ __all__ = [
     "StreamingConfusion",
     "class_iou_dict",
     "confusion_matrix",
+    "hazard_rates",
+    "hazard_summary",
     "iou_per_class",
     "mean_iou",
     "pixel_accuracy",
@@ -132,6 +134,85 @@ def class_iou_dict(cm: np.ndarray, class_names: Sequence[str]) -> dict[str, floa
     return {str(name): float(v) for name, v in zip(class_names, iou)}
 
 
+def hazard_rates(cm: Any, hazard: int, traversable: Sequence[int]) -> tuple[float, float]:
+    """How often a hazard is driven over, and how often safe ground is called a hazard.
+
+    For a hazard class ``h`` and the traversable classes ``T`` it must never be mistaken for
+    (on Mars, big rock ``h`` and soil / sand ``T``), both rates come from the counted pixels of
+    ``cm`` (rows truth, columns prediction; ignore-labelled pixels are never in it):
+
+    * ``miss_rate = sum(cm[h, T]) / sum(cm[h, :])``: the share of true hazard pixels predicted
+      as one of ``T``, the error that sends a rover onto a rock. A hazard predicted as a class
+      outside ``T`` (big rock called bedrock) is an IoU error but not a miss.
+    * ``false_rate = sum(cm[T, h]) / sum(cm[T, :])``: the share of true traversable pixels
+      predicted as the hazard, the error that makes a rover detour around safe ground.
+
+    Each is ``NaN`` when its denominator is 0 (no hazard pixels, or no traversable pixels, in the
+    truth): undefined, not 0.
+
+    Args:
+        cm: ``(K, K)`` confusion matrix.
+        hazard: the hazard class id.
+        traversable: ids of the classes the hazard must not be predicted as (not ``hazard``).
+
+    Returns:
+        ``(miss_rate, false_rate)``.
+
+    Example:
+        >>> cm = [[90, 10], [30, 70]]  # rows: truth soil, rock; columns: prediction
+        >>> hazard_rates(cm, hazard=1, traversable=[0])
+        (0.3, 0.1)
+    """
+    cm = _check_cm(cm)
+    k = cm.shape[0]
+    ids = sorted({int(i) for i in traversable})
+    if not 0 <= int(hazard) < k or not ids or any(not 0 <= i < k for i in ids) or int(hazard) in ids:
+        raise ValueError(
+            f"Expected a hazard id and traversable ids in [0, {k}), the hazard not among them. "
+            f"Received: hazard={hazard}, traversable={list(traversable)}."
+        )
+    h = int(hazard)
+    hazard_total, safe_total = cm[h].sum(), cm[ids].sum()
+    miss = cm[h, ids].sum() / hazard_total if hazard_total else math.nan
+    false = cm[ids, h].sum() / safe_total if safe_total else math.nan
+    return float(miss), float(false)
+
+
+def hazard_summary(
+    cm: Any, class_names: Sequence[str], hazards: Mapping[str, Sequence[str]]
+) -> dict[str, dict[str, Any]]:
+    """JSON-ready :func:`hazard_rates` for every declared hazard (``NaN`` becomes ``None``).
+
+    Args:
+        cm: ``(K, K)`` confusion matrix.
+        class_names: one name per class.
+        hazards: hazard class name -> traversable class names, e.g. ``{"big_rock": ["soil", "sand"]}``
+            (``data.hazards`` of a config, ``hazards`` of a sidecar).
+
+    Returns:
+        ``{hazard: {"miss_rate", "false_rate", "traversable", "hazard_pixels", "traversable_pixels"}}``.
+    """
+    cm = _check_cm(cm)
+    names = [str(n) for n in class_names]
+    if len(names) != cm.shape[0]:
+        raise ValueError(f"Expected {cm.shape[0]} class names. Received: {names}.")
+    out = {}
+    for hazard, safe in hazards.items():
+        unknown = [n for n in (hazard, *safe) if n not in names]
+        if unknown:
+            raise ValueError(f"Expected hazard classes among {names}. Received: {unknown}.")
+        h, ids = names.index(hazard), [names.index(n) for n in safe]
+        miss, false = hazard_rates(cm, h, ids)
+        out[str(hazard)] = {
+            "miss_rate": _json_float(miss),
+            "false_rate": _json_float(false),
+            "traversable": [str(n) for n in safe],
+            "hazard_pixels": int(cm[h].sum()),
+            "traversable_pixels": int(cm[sorted(set(ids))].sum()),
+        }
+    return out
+
+
 def _check_cm(cm: Any) -> np.ndarray:
     cm = np.asarray(cm)
     if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
@@ -177,23 +258,33 @@ class StreamingConfusion:
         """A copy of the accumulated ``(K, K)`` matrix (rows = truth, columns = prediction)."""
         return self._cm.copy()
 
-    def result(self, class_names: Sequence[str] | None = None, eval_ids: Sequence[int] | None = None) -> dict[str, Any]:
+    def result(
+        self,
+        class_names: Sequence[str] | None = None,
+        eval_ids: Sequence[int] | None = None,
+        hazards: Mapping[str, Sequence[str]] | None = None,
+    ) -> dict[str, Any]:
         """JSON-ready summary; ``NaN`` values become ``None``.
 
         Args:
             class_names: one name per class (default ``"0"``, ``"1"``, ...).
             eval_ids: classes averaged into ``miou`` (default all), e.g. ``(1, 2, 3, 4)`` for
                 AN2DL, whose class 0 is background.
+            hazards: hazard class -> traversable classes (see :func:`hazard_summary`); when given
+                (and not empty) the summary gains ``hazards``.
 
         Returns:
             ``{"miou", "per_class_iou": {name: iou}, "pixel_accuracy", "confusion_matrix"}``,
-            with the matrix as nested lists of ints.
+            with the matrix as nested lists of ints, plus ``hazards`` when declared.
         """
         names = [str(i) for i in range(self.num_classes)] if class_names is None else class_names
         per_class = class_iou_dict(self._cm, names)
-        return {
+        result = {
             "miou": _json_float(mean_iou(self._cm, eval_ids)),
             "per_class_iou": {name: _json_float(v) for name, v in per_class.items()},
             "pixel_accuracy": _json_float(pixel_accuracy(self._cm)),
             "confusion_matrix": self._cm.tolist(),
         }
+        if hazards:
+            result["hazards"] = hazard_summary(self._cm, names, hazards)
+        return result
