@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     host_after = host_info()
     peak = None
     if not args.no_peak:
-        from roverlite.report.peak import measure_peak
+        from roverlite.export.peak import measure_peak
 
         peak = measure_peak(threads=args.threads)
 

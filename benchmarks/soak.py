@@ -12,7 +12,9 @@ for ``cpu``), frames from edgeloop's ``FolderSource`` looping over camera-sized 
 frame keeping the newest 100, a progress line every 10 s (the systemd service's settings), every
 mask published with its data on a ``UnixSocketPublisher`` to a consumer process that reads it
 (reconnecting if dropped), and the loop's thermal monitor (``VcgencmdMonitor`` / ``SysfsThermalMonitor``;
-a simulated ``vcgencmd`` / thermal zone where the host has none). One ``run_loop`` call runs every frame.
+a simulated ``vcgencmd`` / thermal zone where the host has none), and every mask also written as a PNG
+by edgeloop's ``MaskPngPublisher`` keeping the newest 1,000 (the loops' ``--publish png:DIR`` with its
+``--keep-masks`` default). One ``run_loop`` call runs every frame.
 
 Every ``--window`` frames the monitor hook samples the resident set (``VmRSS``) twice: as the process
 holds it (``rss_mib``), then right after ``malloc_trim(0)`` has handed glibc's free heap pages back
@@ -36,6 +38,21 @@ most (page-sized noise); 5 MiB per million frames is 5 bytes per frame, so a pub
 one mask, one log record or one Python float per frame fails it. ``--trace`` also traces Python
 and NumPy allocations (``tracemalloc``; slower) and fits the same line through the traced bytes,
 which names the growth without RSS's page granularity.
+
+Steps are charged, never excused. A one-off bounded step (a hash table that doubles once) is not a
+leak, but within one soak it cannot be told from a leak that grows in steps rarer than the soak is
+long, and any step-robust estimate (Theil-Sen, or requiring the two halves' slopes to agree) would
+pass that leak too. So the line is fitted straight through a step: a step of s MiB in the middle of
+a fit spanning L frames costs about 1.5 s x 1,000,000 / L MiB of projection (a longer soak only
+dilutes it as 1 / L: 0.52 MiB still projects ~3.9 MiB over a 200,000-frame soak). What the report
+adds is ``rss.largest_step``: the largest rise between two samples, its frame, and the projection
+with it taken out, so a failure says whether growth was steady or one step, whose cause is then
+found and removed. Session 12's Jetson soak (76,000 frames, 11.3 MiB per million, FAIL) was such a
+step: +0.52 MiB at frame 49,500, flat before and after. Its cause: pathlib interns every new path
+part (``sys.intern``), so each ``overlay_<frame>.png`` name (two per overlay: write and expire)
+was a new entry in CPython's interned-string table, which resized once after ~10,600 names
+(reproduced alone: +0.52 MiB then flat for 400,000 names; none with ``os.path`` strings). The loop
+and its PNG writers now name files with ``os.path`` strings, so no per-frame name is interned.
 
 Without ``--artifact`` the default student (``unet_xs``, 128x128x1 -> 4 classes, as in
 ``configs/mars.yaml``) is built untrained and exported (int8 TFLite for ``pi``, float32 ONNX for
@@ -93,6 +110,7 @@ PROJECTION_FRAMES = 1_000_000
 BUDGET_MIB = 5.0  # projected growth over PROJECTION_FRAMES: 5 bytes per frame
 MIN_FIT_SAMPLES = 3
 CONSUMER_WAIT_S = 30.0
+MASK_PNG_KEEP = 1000  # edgeloop.publish.DEFAULT_KEEP_MASKS, the loops' --keep-masks default
 
 logger = logging.getLogger("soak")
 
@@ -164,17 +182,14 @@ def memory_slope(samples: list[dict[str, Any]], from_frame: int = GROWTH_FROM_FR
         >>> fit["slope_mib_per_1k_frames"], fit["projected_growth_mib"]
         (0.01, 10.0)
     """
-    points = [(s["frame"], s[key]) for s in samples if s["frame"] >= from_frame and s.get(key) is not None]
-    if len(points) < MIN_FIT_SAMPLES:
+    points = _points(samples, from_frame, key)
+    if points is None:
         return None
-    x, y = (np.asarray(v, dtype=np.float64) for v in zip(*points))
-    dx = x - x.mean()
-    sxx = float(dx @ dx)
-    if sxx <= 0:
+    x, y = points
+    line = _line(x, y)
+    if line is None:
         return None
-    slope = float(dx @ (y - y.mean())) / sxx  # MiB per frame
-    residuals = y - (y.mean() + slope * dx)
-    stderr = math.sqrt(float(residuals @ residuals) / (len(x) - 2) / sxx) if len(x) > 2 else math.nan
+    slope, stderr, residuals = line
     return {
         "key": key,
         "from_frame": int(x[0]),
@@ -187,6 +202,59 @@ def memory_slope(samples: list[dict[str, Any]], from_frame: int = GROWTH_FROM_FR
         "projected_growth_mib": round(projection_frames * slope, 3),
         "residual_std_mib": round(float(residuals.std()), 4),
     }
+
+
+def largest_step(samples: list[dict[str, Any]], from_frame: int = GROWTH_FROM_FRAME, key: str = "rss_trimmed_mib",
+                 projection_frames: int = PROJECTION_FRAMES) -> dict[str, Any] | None:
+    """The largest rise of ``key`` between two consecutive samples after ``from_frame``, and the fit without it.
+
+    A diagnostic, not a rule (see the module docstring: steps are charged): it says whether a
+    slope came from steady growth (``projected_growth_without_step_mib`` close to the full
+    projection) or from one step (the projection without it near zero), and at which frame.
+    ``None`` with fewer than ``MIN_FIT_SAMPLES`` + 1 samples.
+
+    Example:
+        >>> flat_then_step = [{"frame": f, "rss_trimmed_mib": 60.0 + (0.5 if f >= 6000 else 0.0)}
+        ...                   for f in range(3000, 9001, 500)]
+        >>> step = largest_step(flat_then_step)
+        >>> step["frame"], step["mib"], step["projected_growth_without_step_mib"]
+        (6000, 0.5, 0.0)
+    """
+    points = _points(samples, from_frame, key)
+    if points is None or len(points[0]) < MIN_FIT_SAMPLES + 1:
+        return None
+    x, y = points
+    rises = np.diff(y)
+    k = int(np.argmax(rises))
+    without = y.copy()
+    without[k + 1:] -= rises[k]
+    line = _line(x, without)
+    return {
+        "frame": int(x[k + 1]),
+        "mib": round(float(rises[k]), 3),
+        "projected_growth_without_step_mib": None if line is None else round(projection_frames * line[0], 3),
+    }
+
+
+def _points(samples: list[dict[str, Any]], from_frame: int, key: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """Frames and ``key`` values of the samples at or after ``from_frame``; None under ``MIN_FIT_SAMPLES``."""
+    points = [(s["frame"], s[key]) for s in samples if s["frame"] >= from_frame and s.get(key) is not None]
+    if len(points) < MIN_FIT_SAMPLES:
+        return None
+    x, y = (np.asarray(v, dtype=np.float64) for v in zip(*points))
+    return x, y
+
+
+def _line(x: np.ndarray, y: np.ndarray) -> tuple[float, float, np.ndarray] | None:
+    """Least-squares slope of ``y`` on ``x``, its standard error and the residuals (None: one distinct x)."""
+    dx = x - x.mean()
+    sxx = float(dx @ dx)
+    if sxx <= 0:
+        return None
+    slope = float(dx @ (y - y.mean())) / sxx
+    residuals = y - (y.mean() + slope * dx)
+    stderr = math.sqrt(float(residuals @ residuals) / (len(x) - 2) / sxx) if len(x) > 2 else math.nan
+    return slope, stderr, residuals
 
 
 def percentiles(values_ms: Sequence[float] | np.ndarray) -> dict[str, float | None]:
@@ -524,12 +592,13 @@ def soak(artifact: Path, frames: int, threads: int | None, window: int, frame_si
     """Run ``frames`` frames through one ``run_loop``; return the measurements (see module docstring).
 
     ``max_minutes`` stops the loop earlier, at the end of the first window past that time.
-    ``extra_publishers`` are added after the mask socket (a test plugs a leaking one in here).
+    ``extra_publishers`` are added after the mask socket and the mask PNGs (a test plugs a leaking one in here).
     """
     if str(FIRMWARE) not in sys.path:
         sys.path.insert(0, str(FIRMWARE))  # edgeloop, found as the loop scripts find it
     from edgeloop.frames import FolderSource
     from edgeloop.loop import LoopOptions, StopFlag, run_loop
+    from edgeloop.publish import MaskPngPublisher
 
     from roverlite.deploy.hostinfo import runtime_version
 
@@ -544,6 +613,8 @@ def soak(artifact: Path, frames: int, threads: int | None, window: int, frame_si
     if trace:
         tracemalloc.start()
     consumer = MaskConsumer(work_dir / "masks.sock", segmenter.classes)
+    mask_dir = work_dir / "masks"
+    mask_pngs = MaskPngPublisher(mask_dir, keep=MASK_PNG_KEEP)
     stop = StopFlag()
     probe = SoakProbe(frames, window, timed, thermal, trace, stop, None if max_minutes is None else 60.0 * max_minutes)
     options = LoopOptions(max_frames=frames, warmup=1, overlay_dir=overlay_dir, overlay_every=OVERLAY_EVERY,
@@ -552,7 +623,7 @@ def soak(artifact: Path, frames: int, threads: int | None, window: int, frame_si
     started = time.perf_counter()
     try:
         summary = run_loop(segmenter, FolderSource(frame_dir, loop=True), options,
-                           [consumer.publisher, *extra_publishers], monitor=probe, stop=stop)
+                           [consumer.publisher, mask_pngs, *extra_publishers], monitor=probe, stop=stop)
         if summary["frames"] != frames and summary["stopped_by"] != "max_minutes":
             raise RuntimeError(f"the loop ran {summary['frames']} frames, expected {frames} ({summary['stopped_by']})")
     except Exception as err:  # noqa: BLE001 - any exception fails the soak and is recorded
@@ -589,6 +660,7 @@ def soak(artifact: Path, frames: int, threads: int | None, window: int, frame_si
                          "written": summary["overlays_written"] if summary else None,
                          "on_disk": len(list(overlay_dir.glob("*.png"))) if overlay_dir.exists() else 0},
             "publisher": published,
+            "mask_png": {"keep": MASK_PNG_KEEP, "on_disk": len(list(mask_dir.glob("mask_*.png")))},
             "thermal": {"monitor": thermal_source, "every_s": THERMAL_EVERY_S},
         },
         "rss": {
@@ -604,6 +676,7 @@ def soak(artifact: Path, frames: int, threads: int | None, window: int, frame_si
             "slope": fit,
             "raw_slope": memory_slope(samples, warmup_frames, key="rss_mib"),
             "traced_slope": memory_slope(samples, warmup_frames, key="traced_mib") if trace else None,
+            "largest_step": largest_step(samples, warmup_frames, key=basis),
             "budget_mib": budget_mib,
             **{k: v for k, v in result.items() if k != "passed"},
         },
@@ -644,6 +717,7 @@ def update_results(path: Path, loop: str, report: dict[str, Any]) -> dict[str, A
                 "endpoint": f"trimmed RSS at the last sample under {GROWTH_LIMIT_PERCENT} % above the first after warm-up",
                 "slope": f"least-squares slope of trimmed RSS after warm-up x {PROJECTION_FRAMES:,} frames "
                          "within budget_mib",
+                "steps": "charged by the slope, never excused; rss.largest_step names the largest one",
             },
             "passed": all(entry.get("passed") is True for entry in loops.values()),
             "loops": dict(sorted(loops.items())),
@@ -747,7 +821,10 @@ def main(argv: list[str] | None = None) -> int:
           f"frame {args.warmup_frames}: "
           + ("slope n/a" if fit is None else f"{fit['slope_mib_per_1k_frames']:+.4f} MiB per 1k frames, "
              f"projected {fit['projected_growth_mib']:+.2f} MiB per {PROJECTION_FRAMES:,} frames")
-          + f" (budget {args.budget_mib} MiB), end point {'n/a' if growth is None else f'{growth:+.2f} %'} "
+          + f" (budget {args.budget_mib} MiB)"
+          + ("" if rss["largest_step"] is None else f", largest step {rss['largest_step']['mib']:+.3f} MiB at frame "
+             f"{rss['largest_step']['frame']}")
+          + f", end point {'n/a' if growth is None else f'{growth:+.2f} %'} "
           f"(limit {GROWTH_LIMIT_PERCENT} %), error: {report['error']}, {'PASS' if report['passed'] else 'FAIL'}; "
           f"written to {args.json}")
     return 0 if report["passed"] else 1

@@ -1,9 +1,10 @@
-"""Fixtures shared by the test modules: the real datasets and tiny folder datasets built on the fly."""
+"""Fixtures shared by the test modules: the real datasets, tiny folder datasets built on the fly, and
+the tiny model's exports in every format."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import pytest
@@ -19,6 +20,17 @@ def shared_datasets() -> Path:
     if not (SHARED_DATASETS / "ai4mars-msl").is_dir():
         pytest.skip(f"real datasets not found at {SHARED_DATASETS} (present in CI; integration test skipped)")
     return SHARED_DATASETS
+
+
+@pytest.fixture(scope="session")
+def tiny_exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The trained tiny model (``export_helpers``) exported once per session to every format: ``{format: ExportResult}``.
+
+    Read-only: a test that damages an artifact copies it first.
+    """
+    from export_helpers import export_every_format
+
+    return export_every_format(tmp_path_factory.mktemp("tiny_exports"))
 
 
 @pytest.fixture

@@ -1,8 +1,8 @@
 """Shared helpers for the export and deploy tests: a tiny trained model and its exports, built once.
 
 Conversions take seconds each, so the tiny model is trained once per pytest process and exported
-once to every format; ``test_export`` and ``test_deploy`` both read those artifacts (and copy them
-before damaging any). The model is trained briefly on "intensity band" scenes (class = which
+once to every format (the session-scoped ``tiny_exports`` fixture of ``conftest.py``); the export,
+deploy, bench, report and soak tests all read those artifacts (and copy them before damaging any). The model is trained briefly on "intensity band" scenes (class = which
 quarter of the gray range a pixel falls in), so its predictions are decisive and an int8 version
 can be held to a tight IoU tolerance; an untrained model has near-tied logits everywhere.
 """
@@ -67,20 +67,22 @@ def trained_tiny_model() -> Any:
     return _CACHE["model"]
 
 
-def tiny_exports(tmp_path_factory: Any) -> dict[str, Any]:
-    """Every format of the trained tiny model, exported once: ``{format: ExportResult}`` (cached)."""
-    if "exports" not in _CACHE:
-        from roverlite.export import export_model, list_formats
+def export_every_format(out_dir: Path) -> dict[str, Any]:
+    """Every format of the trained tiny model, exported into ``out_dir``: ``{format: ExportResult}``.
 
-        calibration, _ = band_scenes(32, seed=1)
-        check_images, check_masks = band_scenes(12, seed=2)
-        results = export_model(
-            trained_tiny_model(), list_formats(), tmp_path_factory.mktemp("tiny_exports"), DATA_CFG,
-            calibration_images=calibration, check_images=check_images, check_masks=check_masks,
-            name="tiny", recipe={"test": True}, representative_count=32,
-        )
-        _CACHE["exports"] = {r.format: r for r in results}
-    return _CACHE["exports"]
+    Tests use it through the session-scoped ``tiny_exports`` fixture (``conftest.py``), so it runs
+    once per pytest process.
+    """
+    from roverlite.export import export_model, list_formats
+
+    calibration, _ = band_scenes(32, seed=1)
+    check_images, check_masks = band_scenes(12, seed=2)
+    results = export_model(
+        trained_tiny_model(), list_formats(), out_dir, DATA_CFG,
+        calibration_images=calibration, check_images=check_images, check_masks=check_masks,
+        name="tiny", recipe={"test": True}, representative_count=32,
+    )
+    return {r.format: r for r in results}
 
 
 def run_device_python(code: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:

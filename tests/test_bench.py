@@ -8,7 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
-from export_helpers import BLOCKED_MODULES, band_scenes, run_device_python, tiny_exports
+from export_helpers import BLOCKED_MODULES, band_scenes, run_device_python
 
 from roverlite.deploy import evaluate_artifact, make_bundle, save_testpack
 from roverlite.deploy.bench import (
@@ -28,11 +28,6 @@ from roverlite.deploy.profile import delegated_nodes, op_macs
 from roverlite.deploy.sidecar import sidecar_path
 
 FAST = {"runs": 4, "warmup": 1, "threads": 1}
-
-
-@pytest.fixture(scope="module")
-def exports(tmp_path_factory):
-    return tiny_exports(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +88,8 @@ EXPECTED_FIELDS = {
 }
 
 
-def test_bench_json_has_every_field_with_sane_values(exports, testpack, tmp_path):
-    paths = [exports[f].path for f in ("tflite", "tflite_int8", "onnx")]
+def test_bench_json_has_every_field_with_sane_values(tiny_exports, testpack, tmp_path):
+    paths = [tiny_exports[f].path for f in ("tflite", "tflite_int8", "onnx")]
     results = bench_many(paths, testpack=testpack, end_to_end=True, profile=True, **FAST)
     out = write_bench_json(results, tmp_path / "bench.json", command="pytest")
     document = json.loads(out.read_text())
@@ -127,27 +122,27 @@ def test_bench_json_has_every_field_with_sane_values(exports, testpack, tmp_path
     assert [r.to_dict() for r in read_bench_json(out)] == document["results"]
 
 
-def test_accuracy_is_scored_by_the_runner_that_was_timed(exports, testpack, monkeypatch):
+def test_accuracy_is_scored_by_the_runner_that_was_timed(tiny_exports, testpack, monkeypatch):
     import roverlite.deploy.segmenter as segmenter_module
 
     loads = []
     real_load_runner = segmenter_module.load_runner
     monkeypatch.setattr(segmenter_module, "load_runner", lambda *a, **k: loads.append(a) or real_load_runner(*a, **k))
-    result = bench_artifact(exports["tflite_int8"].path, testpack=testpack, **FAST)
+    result = bench_artifact(tiny_exports["tflite_int8"].path, testpack=testpack, **FAST)
     assert len(loads) == 1  # one model loaded: the timed runner also scored the test pack
     images, masks = band_scenes(4, seed=21)
-    expected = evaluate_artifact(exports["tflite_int8"].path, images, masks)
+    expected = evaluate_artifact(tiny_exports["tflite_int8"].path, images, masks)
     assert result.accuracy["miou"] == pytest.approx(expected["miou"])
     assert result.accuracy["per_class_iou"] == pytest.approx(expected["per_class_iou"])
 
 
-def test_unusable_artifacts_become_failed_rows_and_the_rest_still_run(exports, tmp_path):
-    good = exports["tflite"].path
-    truncated = _copy(exports["tflite_int8"], tmp_path / "truncated")
+def test_unusable_artifacts_become_failed_rows_and_the_rest_still_run(tiny_exports, tmp_path):
+    good = tiny_exports["tflite"].path
+    truncated = _copy(tiny_exports["tflite_int8"], tmp_path / "truncated")
     truncated.write_bytes(truncated.read_bytes()[:500])
     garbage = tmp_path / "garbage.tflite"
     garbage.write_bytes(b"\x00" * 64)  # no sidecar: the runtime check refuses it
-    paths = [truncated, good, garbage, tmp_path / "missing.tflite", exports["onnx"].path, tmp_path / "weights.bin"]
+    paths = [truncated, good, garbage, tmp_path / "missing.tflite", tiny_exports["onnx"].path, tmp_path / "weights.bin"]
     results = bench_many(paths, runtime="litert", **FAST)
     assert [r.status for r in results] == ["failed", "ok", "failed", "failed", "failed", "failed"]
     errors = [r.error for r in results]
@@ -161,19 +156,19 @@ def test_unusable_artifacts_become_failed_rows_and_the_rest_still_run(exports, t
     json.dumps([r.to_dict() for r in results])  # failed rows serialise too
 
 
-def test_bad_arguments_are_refused_before_anything_runs(exports):
+def test_bad_arguments_are_refused_before_anything_runs(tiny_exports):
     with pytest.raises(ValueError, match="runs"):
-        bench_many([exports["tflite"].path], runs=0)
+        bench_many([tiny_exports["tflite"].path], runs=0)
     with pytest.raises(ValueError, match="Did you mean \"litert\""):
-        bench_artifact(exports["tflite"].path, runtime="liteRT")
+        bench_artifact(tiny_exports["tflite"].path, runtime="liteRT")
     with pytest.raises(ValueError, match="cannot run"):
-        bench_artifact(exports["onnx"].path, runtime="litert")
+        bench_artifact(tiny_exports["onnx"].path, runtime="litert")
     with pytest.raises(FileNotFoundError, match="Test pack"):
-        bench_artifact(exports["tflite"].path, testpack="nowhere.npz")
+        bench_artifact(tiny_exports["tflite"].path, testpack="nowhere.npz")
 
 
-def test_rounds_interleave_models_and_keep_the_given_order(exports):
-    paths = [exports["onnx"].path, exports["tflite"].path]
+def test_rounds_interleave_models_and_keep_the_given_order(tiny_exports):
+    paths = [tiny_exports["onnx"].path, tiny_exports["tflite"].path]
     results = bench_many(paths, rounds=2, runs=4, warmup=0, threads=1, min_seconds=0.01)
     assert [r.runtime for r in results] == ["onnxruntime", "litert"]
     assert all(r.ok and r.latency_ms.runs >= 4 for r in results)
@@ -194,11 +189,11 @@ def test_compare_runtimes_names_the_faster_runtime_of_each_model():
 # === Device side ===
 
 
-def test_bench_module_runs_as_a_script_where_tensorflow_cannot_be_imported(exports, testpack, tmp_path):
+def test_bench_module_runs_as_a_script_where_tensorflow_cannot_be_imported(tiny_exports, testpack, tmp_path):
     proc = run_device_python(
         f"""
         import json, runpy, sys
-        sys.argv = ["bench", {str(exports["tflite_int8"].path)!r}, {str(exports["onnx"].path)!r}, "--runs", "3",
+        sys.argv = ["bench", {str(tiny_exports["tflite_int8"].path)!r}, {str(tiny_exports["onnx"].path)!r}, "--runs", "3",
                     "--warmup", "1", "--threads", "1", "--with-accuracy", {str(testpack)!r}, "--json", "bench.json"]
         try:
             runpy.run_module("roverlite.deploy.bench", run_name="__main__")
@@ -216,9 +211,9 @@ def test_bench_module_runs_as_a_script_where_tensorflow_cannot_be_imported(expor
     assert [r["status"] for r in rows] == ["ok", "ok"] and all(r["accuracy"]["miou"] is not None for r in rows)
 
 
-def test_bundle_ships_a_bench_script_that_scores_its_test_pack(exports, tmp_path):
+def test_bundle_ships_a_bench_script_that_scores_its_test_pack(tiny_exports, tmp_path):
     images, masks = band_scenes(3, seed=5)
-    folder = make_bundle(exports["tflite_int8"].path, tmp_path / "bundle", images, masks)
+    folder = make_bundle(tiny_exports["tflite_int8"].path, tmp_path / "bundle", images, masks)
     assert (folder / "bench.py").is_file() and (folder / "roverlite" / "deploy" / "bench.py").is_file()
     proc = run_device_python(
         """
@@ -231,7 +226,7 @@ def test_bundle_ships_a_bench_script_that_scores_its_test_pack(exports, tmp_path
     assert proc.returncode == 0, proc.stderr
     (row,) = json.loads((folder / "bench.json").read_text())["results"]
     assert row["status"] == "ok" and row["accuracy"]["images"] == 3
-    assert row["accuracy"]["miou"] == pytest.approx(evaluate_artifact(exports["tflite_int8"].path, images, masks)["miou"])
+    assert row["accuracy"]["miou"] == pytest.approx(evaluate_artifact(tiny_exports["tflite_int8"].path, images, masks)["miou"])
 
 
 # === Host info and profile helpers ===
@@ -269,12 +264,12 @@ def test_delegated_nodes_follow_each_partition_back_to_its_inputs():
 # === Isolated benchmarks ===
 
 
-def test_isolated_rows_carry_their_own_process_memory_not_this_one(exports, testpack):
+def test_isolated_rows_carry_their_own_process_memory_not_this_one(tiny_exports, testpack):
     import resource
 
     parent_peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # this process holds TensorFlow
-    [isolated] = bench_many([exports["tflite_int8"].path], testpack=testpack, isolate=True, **FAST)
-    [shared] = bench_many([exports["tflite_int8"].path], testpack=testpack, **FAST)
+    [isolated] = bench_many([tiny_exports["tflite_int8"].path], testpack=testpack, isolate=True, **FAST)
+    [shared] = bench_many([tiny_exports["tflite_int8"].path], testpack=testpack, **FAST)
     assert isolated.ok and isolated.isolated and not shared.isolated
     assert shared.peak_rss_mb >= parent_peak_mb * 0.99
     assert isolated.peak_rss_mb < parent_peak_mb / 2
@@ -282,14 +277,14 @@ def test_isolated_rows_carry_their_own_process_memory_not_this_one(exports, test
     assert "each artifact in a process of its own" in format_bench_table([isolated])
 
 
-def test_isolated_benchmark_of_a_damaged_artifact_is_a_failed_row(exports, tmp_path):
+def test_isolated_benchmark_of_a_damaged_artifact_is_a_failed_row(tiny_exports, tmp_path):
     damaged = tmp_path / "tiny_tflite.tflite"
-    damaged.write_bytes(exports["tflite"].path.read_bytes()[:100])
-    (tmp_path / "tiny_tflite.tflite.json").write_bytes(exports["tflite"].sidecar_path.read_bytes())
+    damaged.write_bytes(tiny_exports["tflite"].path.read_bytes()[:100])
+    (tmp_path / "tiny_tflite.tflite.json").write_bytes(tiny_exports["tflite"].sidecar_path.read_bytes())
     [row] = bench_many([damaged], isolate=True, **FAST)
     assert row.status == "failed" and "tiny_tflite.tflite" in row.error and not row.isolated
 
 
-def test_isolation_refuses_interleaved_rounds(exports):
+def test_isolation_refuses_interleaved_rounds(tiny_exports):
     with pytest.raises(ValueError, match="one round"):
-        bench_many([exports["tflite"].path], rounds=2, isolate=True)
+        bench_many([tiny_exports["tflite"].path], rounds=2, isolate=True)

@@ -16,7 +16,6 @@ from export_helpers import (
     SIZE,
     band_scenes,
     run_device_python,
-    tiny_exports,
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -37,11 +36,6 @@ from roverlite.deploy.sidecar import sidecar_path
 DEVICE_FORMATS = ("tflite", "tflite_int8", "onnx", "onnx_int8")
 
 
-@pytest.fixture(scope="module")
-def exports(tmp_path_factory):
-    return tiny_exports(tmp_path_factory)
-
-
 def _copy_artifact(result, folder):
     """Copy an artifact and its sidecar into ``folder`` (tests may damage the copies)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -54,10 +48,10 @@ def _copy_artifact(result, folder):
 # === The device has no TensorFlow ===
 
 
-def test_deploy_runs_in_a_process_where_tensorflow_cannot_be_imported(exports, tmp_path):
+def test_deploy_runs_in_a_process_where_tensorflow_cannot_be_imported(tiny_exports, tmp_path):
     images, _ = band_scenes(3, seed=7)
     np.save(tmp_path / "images.npy", images)
-    artifacts = {fmt: str(exports[fmt].path) for fmt in DEVICE_FORMATS}
+    artifacts = {fmt: str(tiny_exports[fmt].path) for fmt in DEVICE_FORMATS}
     proc = run_device_python(
         f"""
         import json, sys
@@ -75,14 +69,14 @@ def test_deploy_runs_in_a_process_where_tensorflow_cannot_be_imported(exports, t
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["loaded"] == []
     for fmt in DEVICE_FORMATS:
-        expected = Segmenter(exports[fmt].path).predict_batch(images)
+        expected = Segmenter(tiny_exports[fmt].path).predict_batch(images)
         np.testing.assert_array_equal(np.asarray(out["masks"][fmt], dtype=np.uint8), expected)
 
 
-def test_damaged_model_files_fail_with_a_clear_error_naming_the_file(exports, tmp_path):
+def test_damaged_model_files_fail_with_a_clear_error_naming_the_file(tiny_exports, tmp_path):
     damaged = {}
     for fmt in ("tflite", "onnx"):
-        content = exports[fmt].path.read_bytes()
+        content = tiny_exports[fmt].path.read_bytes()
         rng = np.random.default_rng(0)
         flipped = bytearray(content)
         for i in rng.integers(0, len(content), 50):
@@ -92,7 +86,7 @@ def test_damaged_model_files_fail_with_a_clear_error_naming_the_file(exports, tm
             "truncated-8": content[:8],
             "empty": b"",
             "garbage": rng.integers(0, 256, 4096, dtype=np.uint8).tobytes(),
-            "other-format": exports["onnx" if fmt == "tflite" else "tflite"].path.read_bytes(),
+            "other-format": tiny_exports["onnx" if fmt == "tflite" else "tflite"].path.read_bytes(),
             "bytes-flipped": bytes(flipped),
         }
         for name, data in variants.items():
@@ -122,28 +116,28 @@ def test_damaged_model_files_fail_with_a_clear_error_naming_the_file(exports, tm
         assert path in message, message
 
 
-def test_truncated_artifact_is_refused_by_its_sidecar_hash(exports, tmp_path):
-    artifact = _copy_artifact(exports["tflite_int8"], tmp_path)
+def test_truncated_artifact_is_refused_by_its_sidecar_hash(tiny_exports, tmp_path):
+    artifact = _copy_artifact(tiny_exports["tflite_int8"], tmp_path)
     artifact.write_bytes(artifact.read_bytes()[:-100])
     with pytest.raises(ValueError, match="sha256 does not match"):
         Segmenter(artifact)
 
 
-def test_hash_mismatch_is_refused_showing_both_hashes(exports, tmp_path):
-    artifact = _copy_artifact(exports["onnx"], tmp_path)
-    swapped = exports["onnx_int8"].path.read_bytes()
+def test_hash_mismatch_is_refused_showing_both_hashes(tiny_exports, tmp_path):
+    artifact = _copy_artifact(tiny_exports["onnx"], tmp_path)
+    swapped = tiny_exports["onnx_int8"].path.read_bytes()
     artifact.write_bytes(swapped)
     import hashlib
 
     with pytest.raises(ValueError) as err:
         Segmenter(artifact)
-    assert exports["onnx"].sha256 in str(err.value)
+    assert tiny_exports["onnx"].sha256 in str(err.value)
     assert hashlib.sha256(swapped).hexdigest() in str(err.value)
 
 
-def test_missing_sidecar_is_refused_naming_the_expected_path(exports, tmp_path):
+def test_missing_sidecar_is_refused_naming_the_expected_path(tiny_exports, tmp_path):
     artifact = tmp_path / "lonely.tflite"
-    shutil.copyfile(exports["tflite"].path, artifact)
+    shutil.copyfile(tiny_exports["tflite"].path, artifact)
     with pytest.raises(FileNotFoundError, match="lonely.json"):
         Segmenter(artifact)
 
@@ -152,8 +146,8 @@ def test_missing_sidecar_is_refused_naming_the_expected_path(exports, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def segmenter(exports):
-    return Segmenter(exports["tflite"].path, threads=1)
+def segmenter(tiny_exports):
+    return Segmenter(tiny_exports["tflite"].path, threads=1)
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
@@ -205,8 +199,8 @@ def test_overlay_blends_class_colours(segmenter):
     np.testing.assert_array_equal(segmenter.overlay(image, mask, alpha=0.0), np.full((4, 4, 3), 100))
 
 
-def test_runner_quantizes_float_input_for_an_int8_model(exports):
-    runner = load_runner(exports["tflite_int8"].path)
+def test_runner_quantizes_float_input_for_an_int8_model(tiny_exports):
+    runner = load_runner(tiny_exports["tflite_int8"].path)
     assert runner.input.dtype == "int8" and runner.input.quantized
     x = np.zeros((2, SIZE, SIZE, 1), np.float32)
     logits = runner.run(x)
@@ -214,10 +208,10 @@ def test_runner_quantizes_float_input_for_an_int8_model(exports):
     np.testing.assert_array_equal(logits, runner.run(runner.input.quantize(x)))
 
 
-def test_default_onnx_providers_end_with_cpu_and_threads_are_validated(exports):
+def test_default_onnx_providers_end_with_cpu_and_threads_are_validated(tiny_exports):
     assert default_providers()[-1] == "CPUExecutionProvider"
     with pytest.raises(ValueError, match="threads"):
-        load_runner(exports["onnx"].path, threads=0)
+        load_runner(tiny_exports["onnx"].path, threads=0)
 
 
 # === Preprocessing is the training loader's, in bounded memory ===
@@ -239,7 +233,7 @@ def _odd_sized_dataset(root, rgb: bool):
 
 
 @pytest.mark.parametrize("rgb", [False, True], ids=["gray-frames", "near-gray-rgb-frames"])
-def test_device_preprocessing_gives_the_training_loaders_arrays(exports, tmp_path, rgb):
+def test_device_preprocessing_gives_the_training_loaders_arrays(tiny_exports, tmp_path, rgb):
     import dataclasses
 
     from roverlite.data.formats import open_source
@@ -249,7 +243,7 @@ def test_device_preprocessing_gives_the_training_loaders_arrays(exports, tmp_pat
     data_cfg = dataclasses.replace(DATA_CFG, format="folder", path=str(root))
     loaded = load_split(data_cfg, "all", workers=1)
     source = open_source(data_cfg)
-    segmenter = Segmenter(exports["tflite"].path, threads=1)
+    segmenter = Segmenter(tiny_exports["tflite"].path, threads=1)
     for k, sample_id in enumerate(loaded.ids):
         frame = source.read_image(sample_id)
         assert frame.shape[:2] == (75, 61) and frame.shape[2] == (3 if rgb else 1)
@@ -322,44 +316,44 @@ def test_gray_frames_are_replicated_for_an_rgb_model_after_resizing_with_the_sam
                                   resize_bilinear(gray_to_rgb(gray), (32, 32)))
 
 
-def test_threads_beyond_the_usable_cores_are_refused(exports):
+def test_threads_beyond_the_usable_cores_are_refused(tiny_exports):
     from roverlite.deploy.hostinfo import usable_cpus
 
     cores = usable_cpus()
-    assert load_runner(exports["onnx"].path, threads=cores).input.shape[-1] == 1
+    assert load_runner(tiny_exports["onnx"].path, threads=cores).input.shape[-1] == 1
     for threads in (cores + 1, 1000):
         with pytest.raises(ValueError, match=rf"from 1 to {cores} .*threads={threads}"):
-            load_runner(exports["onnx"].path, threads=threads)
+            load_runner(tiny_exports["onnx"].path, threads=threads)
         with pytest.raises(ValueError, match="threads"):
-            Segmenter(exports["tflite"].path, threads=threads)
+            Segmenter(tiny_exports["tflite"].path, threads=threads)
 
 
 # === Sidecar parsing ===
 
 
-def test_sidecar_round_trips_through_its_json(exports):
-    sidecar = read_sidecar(exports["tflite_int8"].path)
+def test_sidecar_round_trips_through_its_json(tiny_exports):
+    sidecar = read_sidecar(tiny_exports["tflite_int8"].path)
     again = parse_sidecar(json.loads(json.dumps(sidecar.to_dict())))
     assert again == sidecar
 
 
-def test_sidecar_reader_names_the_missing_or_invalid_field(exports):
-    raw = read_sidecar(exports["tflite"].path).to_dict()
+def test_sidecar_reader_names_the_missing_or_invalid_field(tiny_exports):
+    raw = read_sidecar(tiny_exports["tflite"].path).to_dict()
     del raw["input"]["color_mode"]
     with pytest.raises(ValueError, match="missing field 'input.color_mode'"):
         parse_sidecar(raw)
-    raw = read_sidecar(exports["tflite"].path).to_dict()
+    raw = read_sidecar(tiny_exports["tflite"].path).to_dict()
     raw["artifact"]["sha256"] = "abc"
     with pytest.raises(ValueError, match="field 'artifact.sha256'. Expected 64 lowercase hex"):
         parse_sidecar(raw)
-    raw = read_sidecar(exports["tflite"].path).to_dict()
+    raw = read_sidecar(tiny_exports["tflite"].path).to_dict()
     raw["schema_version"] = 2
     with pytest.raises(ValueError, match="schema_version"):
         parse_sidecar(raw)
 
 
-def test_unreadable_sidecar_files_raise_value_error(exports, tmp_path):
-    artifact = _copy_artifact(exports["tflite"], tmp_path)
+def test_unreadable_sidecar_files_raise_value_error(tiny_exports, tmp_path):
+    artifact = _copy_artifact(tiny_exports["tflite"], tmp_path)
     for text in (b"{", b"\xff\xfe", b"[" * 100_000, b"null", b'{"schema_version": 1e999}'):
         sidecar_path(artifact).write_bytes(text)
         with pytest.raises(ValueError, match="sidecar"):
@@ -394,8 +388,8 @@ def _paths(obj, prefix=()):
 
 
 @pytest.fixture(scope="module")
-def valid_sidecar(exports):
-    return read_sidecar(exports["tflite_int8"].path).to_dict()
+def valid_sidecar(tiny_exports):
+    return read_sidecar(tiny_exports["tflite_int8"].path).to_dict()
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -426,10 +420,10 @@ def test_testpack_with_pickled_objects_is_refused(tmp_path):
         load_testpack(path)
 
 
-def test_bundle_round_trip_runs_on_a_device_without_roverlite_or_tensorflow(exports, tmp_path):
+def test_bundle_round_trip_runs_on_a_device_without_roverlite_or_tensorflow(tiny_exports, tmp_path):
     images, masks = band_scenes(6, seed=11)
     ids = [f"scene{i}" for i in range(6)]
-    archive = make_bundle(exports["tflite_int8"].path, tmp_path / "tiny_int8.tar.gz", images, masks, ids)
+    archive = make_bundle(tiny_exports["tflite_int8"].path, tmp_path / "tiny_int8.tar.gz", images, masks, ids)
     folder = unpack_bundle(archive, tmp_path / "robot")
     assert {"run.py", "requirements-device.txt", "testpack.npz", "bundle.json", "tiny_tflite_int8.tflite",
             "tiny_tflite_int8.json"} <= {p.name for p in folder.iterdir()}
@@ -450,19 +444,19 @@ def test_bundle_round_trip_runs_on_a_device_without_roverlite_or_tensorflow(expo
     assert "mIoU" in proc.stdout
     result = json.loads((folder / "result.json").read_text())
     assert result["deploy_package"].startswith(str(folder.resolve()))  # the bundled copy, not the install
-    expected = evaluate_artifact(exports["tflite_int8"].path, images, masks)
+    expected = evaluate_artifact(tiny_exports["tflite_int8"].path, images, masks)
     assert result["miou"] == pytest.approx(expected["miou"])
     assert result["confusion_matrix"] == expected["confusion_matrix"]
     assert result["latency_ms"]["runs"] == 3
 
 
-def test_bundle_as_folder_refuses_to_overwrite_and_refuses_tampered_artifacts(exports, tmp_path):
+def test_bundle_as_folder_refuses_to_overwrite_and_refuses_tampered_artifacts(tiny_exports, tmp_path):
     images, masks = band_scenes(2, seed=12)
-    folder = make_bundle(exports["onnx"].path, tmp_path / "bundle", images, masks)
+    folder = make_bundle(tiny_exports["onnx"].path, tmp_path / "bundle", images, masks)
     assert (folder / "roverlite" / "deploy" / "segmenter.py").is_file()
     with pytest.raises(FileExistsError):
-        make_bundle(exports["onnx"].path, folder, images, masks)
-    tampered = _copy_artifact(exports["onnx"], tmp_path / "tampered")
+        make_bundle(tiny_exports["onnx"].path, folder, images, masks)
+    tampered = _copy_artifact(tiny_exports["onnx"], tmp_path / "tampered")
     tampered.write_bytes(tampered.read_bytes() + b"\0")
     with pytest.raises(ValueError, match="sha256"):
         make_bundle(tampered, tmp_path / "bundle2.tar.gz", images, masks)

@@ -6,7 +6,7 @@ import logging
 
 import numpy as np
 import pytest
-from export_helpers import DATA_CFG, SIZE, band_scenes, tiny_exports, trained_tiny_model
+from export_helpers import DATA_CFG, SIZE, band_scenes, trained_tiny_model
 
 from roverlite.config import DataConfig
 from roverlite.deploy import Segmenter, evaluate_artifact, read_sidecar
@@ -30,11 +30,6 @@ FLOAT16_TIE_MARGIN = 5e-2
 
 
 @pytest.fixture(scope="module")
-def exports(tmp_path_factory):
-    return tiny_exports(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
 def heldout():
     return band_scenes(12, seed=3)
 
@@ -54,14 +49,14 @@ def _keras_miou(images: np.ndarray, masks: np.ndarray) -> dict:
 # === Every format ===
 
 
-def test_export_writes_every_format_in_table_order(exports):
-    assert list(exports) == list_formats()
+def test_export_writes_every_format_in_table_order(tiny_exports):
+    assert list(tiny_exports) == list_formats()
     assert set(list_formats()) == {"tflite", "tflite_fp16", "tflite_dynamic", "tflite_int8", "c_array", "onnx", "onnx_int8"}
 
 
 @pytest.mark.parametrize("fmt", list_formats())
-def test_every_format_passes_its_self_check_and_records_it_in_the_sidecar(exports, fmt):
-    result = exports[fmt]
+def test_every_format_passes_its_self_check_and_records_it_in_the_sidecar(tiny_exports, fmt):
+    result = tiny_exports[fmt]
     assert isinstance(result, ExportResult)
     assert result.passed, result.check
     assert result.path.name == f"tiny{get_format(fmt).suffix}"
@@ -80,10 +75,10 @@ def test_every_format_passes_its_self_check_and_records_it_in_the_sidecar(export
 
 
 @pytest.mark.parametrize("fmt", FLOAT32_FORMATS)
-def test_float32_artifact_predicts_exactly_like_keras_up_to_argmax_ties(exports, heldout, fmt):
+def test_float32_artifact_predicts_exactly_like_keras_up_to_argmax_ties(tiny_exports, heldout, fmt):
     images, masks = heldout
     reference = _keras_logits(images)
-    segmenter = Segmenter(exports[fmt].path)
+    segmenter = Segmenter(tiny_exports[fmt].path)
     predicted = segmenter.predict_batch(images)
     differ = predicted != reference.argmax(-1)
     top2 = np.sort(reference, axis=-1)[..., -2:]
@@ -94,20 +89,20 @@ def test_float32_artifact_predicts_exactly_like_keras_up_to_argmax_ties(exports,
         assert artifact["confusion_matrix"] == keras["confusion_matrix"]
 
 
-def test_float16_artifact_differs_from_keras_only_at_near_ties(exports, heldout):
+def test_float16_artifact_differs_from_keras_only_at_near_ties(tiny_exports, heldout):
     images, _ = heldout
     reference = _keras_logits(images)
-    predicted = Segmenter(exports["tflite_fp16"].path).predict_batch(images)
+    predicted = Segmenter(tiny_exports["tflite_fp16"].path).predict_batch(images)
     differ = predicted != reference.argmax(-1)
     top2 = np.sort(reference, axis=-1)[..., -2:]
     assert np.all((top2[..., 1] - top2[..., 0])[differ] < FLOAT16_TIE_MARGIN)
 
 
 @pytest.mark.parametrize("fmt", QUANTIZED_FORMATS)
-def test_quantized_artifact_miou_is_within_tolerance_of_keras(exports, heldout, fmt):
+def test_quantized_artifact_miou_is_within_tolerance_of_keras(tiny_exports, heldout, fmt):
     images, masks = heldout
     keras = _keras_miou(images, masks)
-    artifact = evaluate_artifact(exports[fmt].path, images, masks)
+    artifact = evaluate_artifact(tiny_exports[fmt].path, images, masks)
     assert keras["miou"] > 0.8  # the tiny model did learn the task, so the comparison means something
     assert abs(artifact["miou"] - keras["miou"]) <= QUANTIZED_MIOU_TOLERANCE
     for name, iou in keras["per_class_iou"].items():
@@ -117,12 +112,12 @@ def test_quantized_artifact_miou_is_within_tolerance_of_keras(exports, heldout, 
 # === What the int8 TFLite contains ===
 
 
-def test_int8_tflite_has_int8_io_and_weights_and_no_float_tensors(exports):
+def test_int8_tflite_has_int8_io_and_weights_and_no_float_tensors(tiny_exports):
     from ai_edge_litert.interpreter import Interpreter
 
     from roverlite.export.tflite import float_ops, tflite_ops
 
-    content = exports["tflite_int8"].path.read_bytes()
+    content = tiny_exports["tflite_int8"].path.read_bytes()
     interpreter = Interpreter(model_content=content)
     assert interpreter.get_input_details()[0]["dtype"] == np.int8
     assert interpreter.get_output_details()[0]["dtype"] == np.int8
@@ -131,7 +126,7 @@ def test_int8_tflite_has_int8_io_and_weights_and_no_float_tensors(exports):
     assert float_ops(content, float_io=False) == []
     ops = {op.name for op in tflite_ops(content)}
     assert ops == {"CONV_2D", "MAX_POOL_2D", "CONCATENATION", "TRANSPOSE_CONV"}
-    sidecar = read_sidecar(exports["tflite_int8"].path)
+    sidecar = read_sidecar(tiny_exports["tflite_int8"].path)
     scale, zero_point = interpreter.get_input_details()[0]["quantization"]
     assert sidecar.input.quantization.scale == pytest.approx(scale)
     assert sidecar.input.quantization.zero_point == zero_point
@@ -152,10 +147,10 @@ def test_int8_tflite_with_float_io_has_float_only_at_quantize_and_dequantize_edg
 
 
 @pytest.mark.parametrize("fmt", ["tflite", "tflite_fp16", "tflite_dynamic", "tflite_int8"])
-def test_tflite_artifacts_use_builtin_ops_only(exports, fmt):
+def test_tflite_artifacts_use_builtin_ops_only(tiny_exports, fmt):
     from roverlite.export.tflite import check_builtin_ops, tflite_ops
 
-    content = exports[fmt].path.read_bytes()
+    content = tiny_exports[fmt].path.read_bytes()
     check_builtin_ops(content)
     assert not [op.name for op in tflite_ops(content) if op.name.startswith("Flex")]
 
@@ -343,7 +338,7 @@ def _other_model():
 
 @pytest.mark.parametrize("renames_done", [1, 2], ids=["before-the-commit-point", "between-the-last-two-renames"])
 def test_reexport_killed_during_its_renames_leaves_a_pair_the_reader_takes_and_the_next_export_finishes(
-    exports, tmp_path, monkeypatch, renames_done
+    tiny_exports, tmp_path, monkeypatch, renames_done
 ):
     import os
     import shutil
@@ -354,7 +349,7 @@ def test_reexport_killed_during_its_renames_leaves_a_pair_the_reader_takes_and_t
 
     out = tmp_path / "exports"
     out.mkdir()
-    old = exports["tflite"]
+    old = tiny_exports["tflite"]
     for path in (old.path, old.sidecar_path):
         shutil.copyfile(path, out / path.name)
     artifact, sidecar = out / old.path.name, out / old.sidecar_path.name

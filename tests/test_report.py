@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from export_helpers import band_scenes, tiny_exports
+from export_helpers import band_scenes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image as PILImage
@@ -20,7 +20,8 @@ from roverlite.deploy.bench import bench_many, write_bench_json
 from roverlite.deploy.sidecar import read_sidecar, sidecar_path
 from roverlite.report.build import build_report, report_run_dirs, summary_rows
 from roverlite.report.collect import collect_run_dirs, infer_kind, variants_from_bench
-from roverlite.report.peak import PeakResult, measure_peak
+from roverlite.deploy.peak import PeakResult
+from roverlite.export.peak import measure_peak
 from roverlite.report.tables import (
     RuntimeLatency,
     VariantRow,
@@ -35,23 +36,18 @@ PEAK = PeakResult(threads=1, fp32_blas_gmacs=40.0, fp32_litert_gmacs=50.0, int8_
                   conv={"input": [1, 8, 8, 8], "filters": 8, "kernel": [3, 3], "macs": 4608}, repeats=3, cpu="test CPU")
 
 
-@pytest.fixture(scope="module")
-def exports(tmp_path_factory):
-    return tiny_exports(tmp_path_factory)
-
-
 def _iou(value):
     return {name: value for name in CLASSES}
 
 
-def _rows(exports):
+def _rows(tiny_exports):
     return [
-        VariantRow("teacher_fp32", "teacher float", artifact=str(exports["tflite"].path), format="tflite", miou=0.80,
-                   per_class_iou=_iou(0.80), macs=2_000_000, params=8_000, size_bytes=exports["tflite"].size_bytes,
+        VariantRow("teacher_fp32", "teacher float", artifact=str(tiny_exports["tflite"].path), format="tflite", miou=0.80,
+                   per_class_iou=_iou(0.80), macs=2_000_000, params=8_000, size_bytes=tiny_exports["tflite"].size_bytes,
                    latency={"litert": {"p50_ms": 2.0, "p90_ms": 2.5}, "onnxruntime": {"p50_ms": 1.0, "p90_ms": 1.2}}),
-        VariantRow("student_int8", "PTQ int8", artifact=str(exports["tflite_int8"].path), format="tflite_int8",
+        VariantRow("student_int8", "PTQ int8", artifact=str(tiny_exports["tflite_int8"].path), format="tflite_int8",
                    miou=0.75, per_class_iou={**_iou(0.75), "big_rock": None}, macs=1_000_000, params=8_000,
-                   size_bytes=exports["tflite_int8"].size_bytes, latency={"litert": {"p50_ms": 0.5, "p90_ms": 0.6}},
+                   size_bytes=tiny_exports["tflite_int8"].size_bytes, latency={"litert": {"p50_ms": 0.5, "p90_ms": 0.6}},
                    gate={"passed": False, "reasons": ["mIoU drop 0.05 > 0.03"]}),
         VariantRow("keras_only", "distilled student", miou=0.7, notes=("no artifact yet",)),
     ]
@@ -60,9 +56,9 @@ def _rows(exports):
 # === The rendered report ===
 
 
-def test_report_renders_variants_with_valid_pngs_and_self_contained_html(exports, tmp_path):
+def test_report_renders_variants_with_valid_pngs_and_self_contained_html(tiny_exports, tmp_path):
     images, masks = band_scenes(3, seed=31)
-    paths = build_report(_rows(exports), tmp_path / "report", overlays=(images, masks), peak=PEAK, notes=["made by a test"])
+    paths = build_report(_rows(tiny_exports), tmp_path / "report", overlays=(images, masks), peak=PEAK, notes=["made by a test"])
     for png in (paths.pareto, paths.overlays):
         with PILImage.open(png) as image:
             image.verify()
@@ -82,7 +78,7 @@ def test_report_renders_variants_with_valid_pngs_and_self_contained_html(exports
     teacher, student, keras_only = summary["variants"]
     assert student["delta_miou"] == pytest.approx(-0.05) and teacher["delta_miou"] == 0.0
     assert teacher["recommended_runtime"] == "onnxruntime" and teacher["p50_ms"] == 1.0
-    assert student["size_bytes"] == exports["tflite_int8"].size_bytes and student["macs"] == 1_000_000
+    assert student["size_bytes"] == tiny_exports["tflite_int8"].size_bytes and student["macs"] == 1_000_000
     # achieved GMAC/s = MACs / p50; int8 compares with the int8 peak, float with the better fp32 one
     assert student["gmac_per_s"] == pytest.approx(1e6 / 0.5e-3 / 1e9)
     assert student["peak_fraction"] == pytest.approx(2.0 / 100.0)
@@ -184,22 +180,22 @@ def test_variant_accuracy_tie_goes_to_the_faster_runtime():
 # === Run folders and peak ===
 
 
-def test_collect_run_dirs_merges_artifacts_bench_eval_and_gate_results(exports, tmp_path):
+def test_collect_run_dirs_merges_artifacts_bench_eval_and_gate_results(tiny_exports, tmp_path):
     run = tmp_path / "run"
     (run / "exports").mkdir(parents=True)
     for fmt in ("tflite", "onnx", "tflite_int8", "onnx_int8"):
-        shutil.copyfile(exports[fmt].path, run / "exports" / exports[fmt].path.name)
-        shutil.copyfile(exports[fmt].sidecar_path, sidecar_path(run / "exports" / exports[fmt].path.name))
+        shutil.copyfile(tiny_exports[fmt].path, run / "exports" / tiny_exports[fmt].path.name)
+        shutil.copyfile(tiny_exports[fmt].sidecar_path, sidecar_path(run / "exports" / tiny_exports[fmt].path.name))
     images, masks = band_scenes(2, seed=41)
     pack = save_testpack(run / "bundle" / "testpack.npz", images, masks)  # as in an unpacked bundle
-    artifacts = [run / "exports" / exports[fmt].path.name for fmt in ("tflite", "onnx", "tflite_int8")]
+    artifacts = [run / "exports" / tiny_exports[fmt].path.name for fmt in ("tflite", "onnx", "tflite_int8")]
     write_bench_json(bench_many(artifacts, runs=2, warmup=0, threads=1, testpack=pack), run / "bench.json")
-    int8 = exports["tflite_int8"]
+    int8 = tiny_exports["tflite_int8"]
     (run / "eval_int8.json").write_text(json.dumps({
         "artifact": str(run / "exports" / int8.path.name), "sha256": int8.sha256, "images": 50, "miou": 0.5,
         "per_class_iou": _iou(0.5), "split": "val"}))
     (run / "gate_int8.json").write_text(json.dumps({"sha256": int8.sha256, "gate": {"passed": True}}))
-    float_copy = run / "exports" / exports["tflite"].path.name
+    float_copy = run / "exports" / tiny_exports["tflite"].path.name
     (run / "exports" / "gate.json").write_text(json.dumps({  # a recipe step's gate.json (compress.gate.write_gate)
         "step": "3_export", "passed": False, "artifacts": [{
             "step": "3_export", "artifact": str(float_copy), "format": "tflite", "images": 80, "artifact_miou": 0.6,
@@ -254,12 +250,12 @@ def _sha(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _fake_artifact(exports, folder, fmt, name, recipe):
+def _fake_artifact(tiny_exports, folder, fmt, name, recipe):
     """A stand-in file with a real sidecar (from the tiny export of ``fmt``) naming ``recipe``."""
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}_{fmt}{exports[fmt].path.suffix}"
+    path = folder / f"{name}_{fmt}{tiny_exports[fmt].path.suffix}"
     path.write_bytes(f"stand-in {path.name}".encode())
-    sidecar = json.loads(exports[fmt].sidecar_path.read_text())
+    sidecar = json.loads(tiny_exports[fmt].sidecar_path.read_text())
     sidecar.update(name=name, recipe=recipe)
     sidecar["artifact"] = {**sidecar["artifact"], "file": path.name, "sha256": _sha(path)}
     sidecar_path(path).write_text(json.dumps(sidecar))
@@ -281,15 +277,15 @@ def _bench_json(rows, path):
 
 
 @pytest.fixture
-def fake_run(exports, tmp_path):
-    """A pipeline run: teacher exports, a 3-step recipe (structured, qat, export) and isolated benchmarks."""
+def fake_run(tiny_exports, tmp_path):
+    """A pipeline run: teacher tiny_exports, a 3-step recipe (structured, qat, export) and isolated benchmarks."""
     run = tmp_path / "run"
-    t_float = _fake_artifact(exports, run / "exports", "tflite", "mars-teacher", TEACHER)
-    t_onnx = _fake_artifact(exports, run / "exports", "onnx", "mars-teacher", TEACHER)
-    t_int8 = _fake_artifact(exports, run / "exports", "tflite_int8", "mars-teacher", TEACHER)
-    s1 = _fake_artifact(exports, run / "compress" / "1_structured", "tflite", "r-1-structured", _step(1, "structured", "s1"))
-    s3 = _fake_artifact(exports, run / "compress" / "3_export", "tflite_int8", "r-3-export", _step(3, "export", "s3"))
-    s3_onnx = _fake_artifact(exports, run / "compress" / "3_export", "onnx", "r-3-export", _step(3, "export", "s2"))
+    t_float = _fake_artifact(tiny_exports, run / "exports", "tflite", "mars-teacher", TEACHER)
+    t_onnx = _fake_artifact(tiny_exports, run / "exports", "onnx", "mars-teacher", TEACHER)
+    t_int8 = _fake_artifact(tiny_exports, run / "exports", "tflite_int8", "mars-teacher", TEACHER)
+    s1 = _fake_artifact(tiny_exports, run / "compress" / "1_structured", "tflite", "r-1-structured", _step(1, "structured", "s1"))
+    s3 = _fake_artifact(tiny_exports, run / "compress" / "3_export", "tflite_int8", "r-3-export", _step(3, "export", "s3"))
+    s3_onnx = _fake_artifact(tiny_exports, run / "compress" / "3_export", "onnx", "r-3-export", _step(3, "export", "s2"))
     _bench_json([(t_float, "tflite", 12.0, 70.0, 0.80), (t_onnx, "onnx", 9.0, 90.0, 0.80),
                  (t_int8, "tflite_int8", 4.0, 40.0, 0.79), (s1, "tflite", 6.0, 50.0, 0.78),
                  (s3, "tflite_int8", 1.5, 30.0, 0.77), (s3_onnx, "onnx", 3.0, 60.0, 0.775)], run / "bench" / "bench.json")

@@ -68,7 +68,7 @@ def test_small_model_overfits_a_handful_of_real_ai4mars_images(overfit_folder, t
 
 
 def test_run_folder_has_every_documented_file(tmp_path):
-    from roverlite.train.fit import train
+    from roverlite.training import train_run as train  # the training loop, then the run's plots
 
     run = tmp_path / "run"
     result = train(tiny_synthetic_config(), run, progress=False)

@@ -22,7 +22,7 @@ from typing import Any
 
 from edgeloop.frames import open_source
 from edgeloop.loop import LoopOptions, StopFlag, install_signal_handlers, run_loop
-from edgeloop.publish import make_publishers
+from edgeloop.publish import DEFAULT_KEEP_MASKS, make_publishers
 
 __all__ = ["EXIT_FAILURE", "EXIT_USAGE", "add_arguments", "artifact_path", "main_guard", "run", "setup_logging"]
 
@@ -77,6 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser, sources: tuple[str, ...]) -> 
         help="publish masks: png:DIR, stdout (JSON lines) or unix:PATH (repeatable)",
     )
     out.add_argument("--publish-mask-data", action="store_true", help="include the zlib+base64 mask in JSON messages")
+    out.add_argument("--keep-masks", type=int, default=DEFAULT_KEEP_MASKS,
+                     help=f"png:DIR keeps only the newest N masks (default {DEFAULT_KEEP_MASKS}; 0: all)")
     out.add_argument("--summary", type=Path, help="also write the final JSON summary to this file")
     out.add_argument("--log-every", type=float, default=5.0, help="seconds between progress log lines (0: none)")
     out.add_argument("--fps-limit", type=float, help="run no faster than this many frames per second")
@@ -152,7 +154,7 @@ def run(
     color_to_gray = source.is_camera if args.color_to_gray == "auto" else args.color_to_gray == "yes"
     options = dataclasses.replace(options, color_to_gray=color_to_gray)
     try:
-        publishers = make_publishers(args.publish, segmenter.classes, args.publish_mask_data)
+        publishers = make_publishers(args.publish, segmenter.classes, args.publish_mask_data, args.keep_masks)
     except BaseException:
         source.close()
         raise

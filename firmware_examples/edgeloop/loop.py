@@ -6,11 +6,17 @@ Per frame, timed separately (milliseconds):
 * ``preprocess``: ``Segmenter.preprocess`` (resize to the model, normalise),
 * ``model``: the runtime call (quantize in, invoke, dequantize out),
 * ``postprocess``: argmax and the nearest-neighbour resize of the mask back to the frame,
-* ``predict``: preprocess + model + postprocess, i.e. ``Segmenter.predict``,
+* ``ood``: the out-of-distribution monitor (``Segmenter.check_frame``), when the sidecar has one,
+* ``predict``: preprocess + model + postprocess + ood, i.e. ``Segmenter.predict``,
 * ``frame``: everything, overlay PNG and publishing included.
 
 The first ``warmup`` frames are run but left out of the latency statistics (allocation, kernel
 selection, TensorRT engine builds). FPS counts every frame over the wall time of the loop.
+
+Every frame's OOD verdict (score, flag, the feature behind it) travels with the frame to the
+publishers (``ood`` in the JSON messages); a flagged frame is logged as a warning (at most once
+per log period, with the count), and the summary's ``ood`` holds the flag count, rate and score
+percentiles. Without a calibrated monitor the summary says so (``enabled: false``).
 
 SIGINT and SIGTERM finish the current frame, close the source and publishers and return the
 summary (a second SIGINT interrupts at once).
@@ -18,17 +24,19 @@ summary (a second SIGINT interrupts at once).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgeloop.frames import FrameSource
+from edgeloop.frames import Frame, FrameSource
 from edgeloop.png import write_png
 from edgeloop.publish import Publisher
 from edgeloop.stats import LatencyStats, RateMeter
@@ -37,7 +45,41 @@ __all__ = ["LoopOptions", "StopFlag", "install_signal_handlers", "run_loop"]
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("capture", "preprocess", "model", "postprocess", "predict", "frame")
+STAGES = ("capture", "preprocess", "model", "postprocess", "ood", "predict", "frame")
+
+
+@dataclass(frozen=True)
+class ScoredFrame(Frame):
+    """A frame with its OOD verdict (``OodResult.to_dict()``), as the publishers receive it."""
+
+    ood: dict[str, Any] | None = None
+
+
+@dataclass
+class OodTally:
+    """The monitor's verdicts over the run, in bounded memory (counters and a fixed ring of scores)."""
+
+    enabled: bool
+    status: str
+    frames: int = 0
+    flagged: int = 0
+    flagged_since_log: int = 0
+    scores: LatencyStats = field(default_factory=LatencyStats)
+
+    def add(self, verdict: Any) -> None:
+        self.frames += 1
+        if verdict.flagged:
+            self.flagged += 1
+            self.flagged_since_log += 1
+        if verdict.score == verdict.score:  # NaN scores (broken logits) are flagged, not ranked
+            self.scores.add("score", verdict.score)
+
+    def summary(self) -> dict[str, Any]:
+        if not self.enabled:
+            return {"enabled": False, "status": self.status}
+        rate = self.flagged / self.frames if self.frames else None
+        return {"enabled": True, "status": self.status, "frames": self.frames, "flagged": self.flagged,
+                "flag_rate": rate, "score": self.scores.stage("score")}
 
 
 @dataclass(frozen=True)
@@ -135,6 +177,10 @@ def run_loop(
     stats, rate = LatencyStats(), RateMeter()
     gray_model = segmenter.channels == 1
     overlays = 0
+    monitored = getattr(segmenter, "ood_monitor", None) is not None
+    tally = OodTally(monitored, getattr(segmenter, "ood_status", "off: this Segmenter has no OOD monitor"))
+    if not monitored:
+        logger.warning("OOD monitor %s", tally.status)
     # A robot runs this for days, so the loop keeps no per-frame history: LatencyStats' rings are
     # fixed, everything else is a scalar; benchmarks/soak.py fails on a memory slope.
     overlay_dir = None if options.overlay_dir is None else Path(options.overlay_dir)
@@ -162,18 +208,25 @@ def run_loop(
             mask = np.argmax(logits, axis=-1).astype(np.uint8)
             if mask.shape != pixels.shape[:2]:
                 mask = resize_nearest(mask, pixels.shape[:2])
+            postprocessed = time.perf_counter()
+            if monitored:
+                verdict = segmenter.check_frame(x, logits)
+                tally.add(verdict)
+                frame = ScoredFrame(frame.index, frame.pixels, frame.source_id, frame.timestamp, verdict.to_dict())
             finished = time.perf_counter()
 
             if overlay_dir is not None and frame.index % options.overlay_every == 0:
                 picture = segmenter.overlay(frame.pixels, mask, options.overlay_alpha)
-                write_png(overlay_dir / f"overlay_{frame.index:06d}.png", picture)
+                # os.path strings: pathlib interns each new name, a table that grew (see png.write_png)
+                write_png(os.path.join(overlay_dir, f"overlay_{frame.index:06d}.png"), picture)
                 overlays += 1
                 if options.overlay_keep:
                     # Overlays go to frames 0, N, 2N, ...: the one that falls out of the newest
                     # overlay_keep is named by arithmetic, so the loop remembers no paths.
                     expired = frame.index - options.overlay_every * options.overlay_keep
                     if expired >= 0:
-                        (overlay_dir / f"overlay_{expired:06d}.png").unlink(missing_ok=True)
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(os.path.join(overlay_dir, f"overlay_{expired:06d}.png"))
             for publisher in publishers:
                 publisher.publish(frame, mask)
             done = time.perf_counter()
@@ -184,7 +237,8 @@ def run_loop(
                     ("capture", captured - started),
                     ("preprocess", prepared - captured),
                     ("model", inferred - prepared),
-                    ("postprocess", finished - inferred),
+                    ("postprocess", postprocessed - inferred),
+                    *((("ood", finished - postprocessed),) if monitored else ()),
                     ("predict", finished - captured),
                     ("frame", done - started),
                 ):
@@ -194,6 +248,10 @@ def run_loop(
             if options.log_every_s and time.monotonic() >= next_log:
                 next_log = time.monotonic() + options.log_every_s
                 _log_progress(rate, stats, monitor)
+                if tally.flagged_since_log:
+                    logger.warning("OOD: %d frame(s) flagged since the last report (%d of %d in all); latest: %s",
+                                   tally.flagged_since_log, tally.flagged, tally.frames, frame.ood)
+                    tally.flagged_since_log = 0
             if options.max_frames is not None and rate.frames >= options.max_frames:
                 stop.set("max_frames")
                 break
@@ -215,6 +273,7 @@ def run_loop(
         "overlays_written": overlays,
         "stopped_by": stop.reason,
         "thermal": monitor.summary() if monitor is not None else None,
+        "ood": tally.summary(),
     }
 
 

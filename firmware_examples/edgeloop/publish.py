@@ -27,6 +27,7 @@ import socket
 import stat
 import sys
 import zlib
+from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, TextIO
@@ -41,6 +42,8 @@ __all__ = ["MaskPngPublisher", "Publisher", "StdoutPublisher", "UnixSocketPublis
 logger = logging.getLogger(__name__)
 
 PUBLISHER_KINDS = ("png:DIR", "stdout", "unix:PATH")
+# png:DIR keeps this many newest masks (--keep-masks): 100 s at 10 frames/s, ~10 MB of 640x480 masks.
+DEFAULT_KEEP_MASKS = 1000
 
 
 class Publisher(Protocol):
@@ -61,6 +64,7 @@ def mask_message(frame: Frame, mask: np.ndarray, classes: Sequence[str], include
         "width": int(mask.shape[1]),
         "classes": list(classes),
         "counts": {name: int(counts[k]) for k, name in enumerate(classes)},
+        **({"ood": frame.ood} if getattr(frame, "ood", None) is not None else {}),  # edgeloop.loop.ScoredFrame
     }
     if include_mask:
         data = base64.b64encode(zlib.compress(np.ascontiguousarray(mask, dtype=np.uint8).tobytes(), 3)).decode("ascii")
@@ -69,17 +73,75 @@ def mask_message(frame: Frame, mask: np.ndarray, classes: Sequence[str], include
 
 
 class MaskPngPublisher:
-    """Class-id masks as 8-bit gray PNGs ``mask_<frame>.png`` (pixel value = class id)."""
+    """Class-id masks as 8-bit gray PNGs ``mask_<frame>.png`` (pixel value = class id), the newest ``keep`` only.
 
-    def __init__(self, folder: str | os.PathLike) -> None:
-        self.folder = Path(folder)
+    A robot publishes a mask per frame for days: at 10 frames/s and ~10 kB a 640x480 mask that
+    would be 8 GB a day, so only the newest ``keep`` files stay (``--keep-masks``; 0 keeps every
+    file). The names written are remembered in a ring of ``keep`` strings and the oldest is deleted
+    when a new one arrives, so frames that skip indices leave nothing behind. ``mask_*.png`` files
+    already in the folder (a run before a restart) join the ring first, oldest first, so a service
+    that restarts stays within ``keep`` files too. Paths are ``os.path`` strings: pathlib interns
+    every new file name (see ``edgeloop.png.write_png``).
+
+    Raises:
+        ValueError: a negative ``keep``.
+    """
+
+    def __init__(self, folder: str | os.PathLike, keep: int = DEFAULT_KEEP_MASKS) -> None:
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
+            raise ValueError(f"Expected --keep-masks >= 0 (0: keep every mask). Received: {keep!r}.")
+        self.folder, self.keep = Path(folder), keep
         self.folder.mkdir(parents=True, exist_ok=True)
+        self._folder = os.fspath(self.folder)
+        self._ring: deque[str] = deque()
+        self._stale: set[str] = set()  # files of an earlier run that this one may overwrite
+        if keep:
+            self._adopt_existing()
 
     def publish(self, frame: Frame, mask: np.ndarray) -> None:
-        write_png(self.folder / f"mask_{frame.index:06d}.png", mask.astype(np.uint8, copy=False))
+        path = os.path.join(self._folder, f"mask_{frame.index:06d}.png")
+        write_png(path, mask.astype(np.uint8, copy=False))
+        if not self.keep:
+            return
+        if path in self._stale:  # an earlier run's file of this name was just overwritten
+            self._stale.discard(path)
+            self._ring.remove(path)
+        self._ring.append(path)
+        while len(self._ring) > self.keep:
+            self._remove(self._ring.popleft())
 
     def close(self) -> None:
         pass
+
+    @property
+    def on_disk(self) -> int:
+        """Mask files this publisher holds now (at most ``keep``, unless ``keep`` is 0)."""
+        return len(self._ring)
+
+    def _adopt_existing(self) -> None:
+        existing = []
+        with os.scandir(self._folder) as entries:
+            for entry in entries:
+                if entry.name.startswith("mask_") and entry.name.endswith(".png") and entry.is_file():
+                    existing.append((entry.stat().st_mtime, entry.name, entry.path))
+        existing.sort()
+        for _, _, path in existing[: max(0, len(existing) - self.keep)]:
+            self._remove(path)
+        kept = [path for _, _, path in existing[-self.keep:]]
+        self._ring.extend(kept)
+        self._stale.update(kept)
+        if existing:
+            logger.info("mask folder %s: %d earlier mask(s) found, keeping the newest %d", self._folder,
+                        len(existing), len(kept))
+
+    @staticmethod
+    def _remove(path: str) -> None:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as err:  # a mask that cannot be deleted must not stop the robot
+            logger.warning("could not remove old mask %s: %s", path, err)
 
 
 class StdoutPublisher:
@@ -168,17 +230,18 @@ class UnixSocketPublisher:
         logger.warning("mask consumer disconnected: %s", why)
 
 
-def make_publishers(specs: Sequence[str], classes: Sequence[str], include_mask: bool = False) -> list[Publisher]:
-    """Publishers for ``png:DIR`` / ``stdout`` / ``unix:PATH`` specs.
+def make_publishers(specs: Sequence[str], classes: Sequence[str], include_mask: bool = False,
+                    keep_masks: int = DEFAULT_KEEP_MASKS) -> list[Publisher]:
+    """Publishers for ``png:DIR`` / ``stdout`` / ``unix:PATH`` specs; ``png:DIR`` keeps the newest ``keep_masks``.
 
     Raises:
-        ValueError: an unknown spec, naming the accepted forms.
+        ValueError: an unknown spec, naming the accepted forms, or a negative ``keep_masks``.
     """
     publishers: list[Publisher] = []
     for spec in specs:
         kind, _, target = spec.partition(":")
         if kind == "png" and target:
-            publishers.append(MaskPngPublisher(target))
+            publishers.append(MaskPngPublisher(target, keep_masks))
         elif spec == "stdout":
             publishers.append(StdoutPublisher(classes, include_mask))
         elif kind == "unix" and target:

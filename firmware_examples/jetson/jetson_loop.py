@@ -2,7 +2,8 @@
 """Segment camera frames on a Jetson with a roverlite bundle's .onnx on ONNX Runtime (TensorRT -> CUDA -> CPU).
 
 The same loop as the Raspberry Pi example (overlays, mask publishing, FPS and p50/p90/p99
-latency, JSON summary, clean SIGINT/SIGTERM shutdown); frames come from an OpenCV device, URL or
+latency, the out-of-distribution score and flag of every frame, JSON summary, clean SIGINT/SIGTERM
+shutdown); frames come from an OpenCV device, URL or
 GStreamer pipeline (CSI cameras through ``nvarguscamerasrc``), or a folder. The execution
 providers are TensorRT, CUDA and CPU, whichever this onnxruntime build has, in that order, unless
 ``--providers`` names them; the chosen and the actually active providers are logged and go into

@@ -6,6 +6,9 @@ run through ``roverlite.deploy.Segmenter``. The loop draws class-colour overlays
 frame), optionally publishes masks (PNG files, JSON lines on stdout, a UNIX socket), logs FPS and
 p50/p90/p99 latency every few seconds (with the Pi's temperature and throttle state when
 ``vcgencmd`` exists) and prints a JSON summary at the end. SIGINT/SIGTERM stop it cleanly.
+Each frame is also scored by the artifact's out-of-distribution monitor (calibrated at export,
+in the sidecar): the score and flag go out with every published mask (``ood``), flagged frames
+are logged as warnings, and the summary's ``ood`` gives the flag rate and score percentiles.
 
 Examples:
     python3 pi_loop.py --bundle ~/bundles/unet_xs_int8 --threads 4 --overlay-dir /tmp/overlays --overlay-every 30

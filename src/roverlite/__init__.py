@@ -29,7 +29,7 @@ _LAZY = {
     "list_models": "roverlite.train.models",
     "count_macs": "roverlite.train.macs",
     "build_loss": "roverlite.train.losses",
-    "StreamingConfusion": "roverlite.train.metrics",
+    "StreamingConfusion": "roverlite.core.metrics",
     "PruneConfig": "roverlite.compress",
     "prune": "roverlite.compress",
     "strip": "roverlite.compress",

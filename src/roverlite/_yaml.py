@@ -17,6 +17,8 @@ import math
 import re
 from typing import Any
 
+from roverlite.core.errors import ConfigError
+
 __all__ = ["MAX_NUMBER_CHARS", "config_dumper", "parse_yaml"]
 
 # Longest number read; no config value needs more (Python refuses to turn integers of more than
@@ -44,8 +46,6 @@ def parse_yaml(text: str, where: str, key: str = "") -> Any:
         yaml.YAMLError: not valid YAML.
     """
     import yaml
-
-    from roverlite.config import ConfigError
 
     loader = _config_loader()(text)
     loader.where, loader.keys = where, [key] if key else []
@@ -83,8 +83,6 @@ def _yaml12_resolvers(base: Any) -> Any:
 @functools.lru_cache(maxsize=1)
 def _config_loader() -> type:
     import yaml
-
-    from roverlite.config import ConfigError
 
     class ConfigLoader(yaml.SafeLoader):
         where: str = "the config"

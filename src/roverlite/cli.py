@@ -92,7 +92,7 @@ def _default_run_dir(cfg) -> Path:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from roverlite.train.fit import train
+    from roverlite.training import train_run as train
 
     if args.resume and args.out is None:
         raise ValueError("--resume needs --out DIR naming the run to continue. Received: no --out.")
@@ -101,7 +101,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = _config_from_args(args, _train_overrides(args))
     out = args.out or _default_run_dir(cfg)
     if args.all_folds:
-        from roverlite.train.crossval import train_folds
+        from roverlite.training import train_folds_run as train_folds
 
         cv = train_folds(cfg, out, resume=args.resume, progress=not args.quiet)
         _print_iou_table(cv.summary)
@@ -236,6 +236,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
             cfg = _run_config(args, model, _data_overrides(args.data))
             result = evaluate_model(model, cfg, split=args.split, per_image=args.per_image)
     _print_iou_table(result)
+    if "ood" in result:  # artifacts: how the on-device OOD monitor saw the split
+        from roverlite.deploy.evaluate import describe_ood
+
+        print(f"  {describe_ood(result['ood'])}")
     if args.per_image:
         _print_worst_images(result.get("per_image", []))
     if args.json:
@@ -296,11 +300,26 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in results) else EXIT_FINDINGS
 
 
+def cmd_latency_table(args: argparse.Namespace) -> int:
+    from roverlite.compress.latency_table import write_latency_table
+
+    table = write_latency_table(args.model, args.out, granularity=args.granularity, threads=args.thread_counts,
+                                input_shape=args.input_shape, num_classes=args.classes, decoder=args.decoder,
+                                resolution=args.resolution, runs=args.runs)
+    for t in table.threads:
+        print(f"{t} thread(s): whole model {table.full_ms[t]:.3f} ms; per level at full width "
+              + ", ".join(f"{w}: {table.ms(i, w, t):.3f}" for i, w in enumerate(table.widths)))
+    print(f"latency table written to {args.out}")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
+    from roverlite.export.peak import measure_peak
     from roverlite.report.build import report_run_dirs
 
-    paths = report_run_dirs(args.run_dirs, args.out, testpack=args.testpack, peak=not args.no_peak,
-                            threads=args.threads, command=" ".join(["roverlite", *sys.argv[1:]]))
+    paths = report_run_dirs(args.run_dirs, args.out, testpack=args.testpack,
+                            peak=None if args.no_peak else measure_peak, threads=args.threads,
+                            command=" ".join(["roverlite", *sys.argv[1:]]))
     print(f"report written to {paths.html} (and {paths.markdown.name}, {paths.pareto.name}, {paths.summary.name})")
     return 0
 
@@ -472,6 +491,20 @@ def build_parser() -> argparse.ArgumentParser:
                     help="benchmark each artifact in a process of its own, so peak memory is the artifact's")
     be.add_argument("--json", type=Path, help="write the results as JSON")
     be.set_defaults(func=cmd_bench)
+
+    lt = sub.add_parser("latency-table", help="time every U-Net level at candidate widths in int8 (for structured: table)")
+    lt.add_argument("model", help="a training run folder, a model.h5, or a registered model name (untrained)")
+    lt.add_argument("--out", type=Path, required=True, help="the table's JSON file")
+    lt.add_argument("--granularity", type=int, default=8, help="candidate widths are its multiples (default 8)")
+    lt.add_argument("--threads", dest="thread_counts", type=int, nargs="+", default=[1, 2],
+                    help="LiteRT thread counts (default 1 2)")
+    lt.add_argument("--decoder", choices=["nearest"], help="measure with the nearest decoder (as structured: decoder)")
+    lt.add_argument("--resolution", type=float, default=1.0, help="0.5: measure at half resolution")
+    lt.add_argument("--input-shape", type=int, nargs=3, default=[128, 128, 1], metavar=("H", "W", "C"),
+                    help="for a registered name (default 128 128 1)")
+    lt.add_argument("--classes", type=int, default=4, help="for a registered name (default 4)")
+    lt.add_argument("--runs", type=int, default=100, help="timed runs per model and thread count (default 100)")
+    lt.set_defaults(func=cmd_latency_table)
 
     rp = sub.add_parser("report", help="comparison table, Pareto plot and overlays of every variant in run folders")
     rp.add_argument("run_dirs", nargs="+", type=Path, help="folders holding artifacts, bench and eval JSON")

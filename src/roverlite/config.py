@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import collections.abc
 import dataclasses
-import difflib
 import math
 import os
 import re
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from roverlite._yaml import MAX_NUMBER_CHARS, config_dumper, parse_yaml
+from roverlite.core.errors import ConfigError, did_you_mean  # re-exported: the config's error type
 
 DATA_FORMATS = ("folder", "npz", "synthetic")
 COLOR_MODES = ("grayscale", "rgb")
@@ -47,16 +47,6 @@ LOSS_TERMS = ("cross_entropy", "dice", "focal")
 # A config file is read whole only up to this size; its YAML is parsed by roverlite._yaml.parse_yaml
 # (no aliases, no duplicate keys, numbers of at most MAX_NUMBER_CHARS characters, YAML 1.2 scalars).
 MAX_CONFIG_BYTES = 1 << 20
-
-
-class ConfigError(ValueError):
-    """A configuration value or key is not valid."""
-
-
-def did_you_mean(name: str, options: Sequence[str]) -> str:
-    """Return ' Did you mean "x"?' for the closest option, or '' when nothing is close."""
-    close = difflib.get_close_matches(str(name), [str(o) for o in options], n=1, cutoff=0.5)
-    return f' Did you mean "{close[0]}"?' if close else ""
 
 
 def check_loss_terms(terms: Mapping[str, float], where: str) -> None:

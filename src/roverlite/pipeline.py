@@ -249,7 +249,7 @@ def _stage_audit(cfg: Config, run_dir: Path, progress: bool) -> dict[str, Any]:
 
 
 def _stage_teacher(cfg: Config, run_dir: Path, progress: bool, resume: bool, adopt: Path | None) -> dict[str, Any]:
-    from roverlite.train.fit import train
+    from roverlite.training import train_run as train
 
     teacher = run_dir / "teacher"
     if adopt is not None:
@@ -403,6 +403,7 @@ def deliverable_of(run_dir: Path, enforced: bool) -> dict[str, Any] | None:
 
 
 def _stage_report(run_dir: Path, threads: int | None, notes: list[str], gate: bool) -> dict[str, Any]:
+    from roverlite.export.peak import measure_peak
     from roverlite.report.build import report_run_dirs
 
     # Every row's accuracy is the bench's: the timed artifact on the whole test pack (the validation
@@ -410,7 +411,8 @@ def _stage_report(run_dir: Path, threads: int | None, notes: list[str], gate: bo
     # listed: its float TFLite export is the reference row.
     folders = [run_dir / "exports", *_recipe_step_dirs(run_dir), run_dir / "bench"]
     paths = report_run_dirs([f for f in folders if f.exists()], run_dir / "report",
-                            testpack=run_dir / "testpack.npz", threads=threads, title="roverlite pipeline report",
+                            testpack=run_dir / "testpack.npz", peak=measure_peak, threads=threads,
+                            title="roverlite pipeline report",
                             command="roverlite pipeline", notes=notes, deliverable=deliverable_of(run_dir, gate))
     return {"report": str(paths.html)}
 

@@ -14,6 +14,17 @@ closest valid name): ``distill`` (:class:`DistillStep`), ``prune`` (:class:`Prun
 ``structured`` (:class:`StructuredStep`), ``qat`` (:class:`QatStep`), ``export``
 (:class:`ExportStep`); the ``gate`` section is a :class:`~roverlite.compress.gate.GateConfig`.
 
+Latency-aware structured pruning: instead of a ``keep_ratio``, a ``structured`` step may give
+``latency_ratio`` (of the unpruned model's int8 p50) or ``target_latency_ms`` with a ``table``,
+and the per-level widths are searched on measured latencies (granularity steps, where they save
+the most time per unit of filter importance; :mod:`roverlite.compress.channel_search`)::
+
+    - structured: {latency_ratio: 0.5, granularity: 16, table: this, decoder: nearest, epochs: 12}
+
+``table: this`` measures the table here and caches it as ``latency_table.json`` in the run folder;
+``table: FILE`` reads one from ``roverlite latency-table`` run on the target. The step's result
+records the chosen keep ratios, the predicted and the measured int8 ms.
+
 Hard loss: every training step (``distill``, ``prune``, ``structured``, ``qat``) trains with the
 run's ``train.loss`` terms and ``train.class_weighting``. A step replaces them for itself alone with
 ``loss`` (terms as in ``train.loss``, e.g. ``{cross_entropy: 1.0, dice: 2.0}``) and
@@ -162,10 +173,19 @@ class StructuredStep:
 
     Attributes:
         keep_ratio: fraction of filters kept, in ``(0, 1]``: one number, or one per U-Net level
-            (bottleneck last).
+            (bottleneck last). Default 0.5 when neither latency target is given.
+        latency_ratio, target_latency_ms: instead of ``keep_ratio`` (exactly one of the three):
+            choose the per-level widths by a latency search
+            (:mod:`roverlite.compress.channel_search`) until the predicted int8 p50 is at most
+            this fraction of the unpruned model's, or this many ms.
+        table: the latency table the search reads: a JSON file from ``roverlite latency-table``
+            (measured on the target, with the step's ``decoder`` and ``resolution``), or ``this``
+            to measure here (cached in the run folder as ``latency_table.json``).
+        threads: which of the table's thread counts to search for (default: its first).
         criterion: ``l1`` or ``bn``.
         granularity: round kept filters per group to a multiple of this (1 = none; 8 or 16 for
-            int8 SIMD kernels; see ``structured_prune``).
+            int8 SIMD kernels; see ``structured_prune``). A latency search moves in steps of it
+            (with 1: in the table's steps; ``table: this`` then measures multiples of 8).
         resolution: ``1.0``, or ``0.5`` to run the thinned model at half its input resolution
             (a 2x2 average-pool stem and nearest-upsampled logits, every weight kept; see
             ``roverlite.compress.resolution``) before the fine-tune: on CPUs the time of a small
@@ -187,7 +207,11 @@ class StructuredStep:
 
     kind: ClassVar[str] = "structured"
 
-    keep_ratio: Any = 0.5
+    keep_ratio: Any = None
+    latency_ratio: float | None = None
+    target_latency_ms: float | None = None
+    table: str | None = None
+    threads: int | None = None
     criterion: str = "l1"
     granularity: int = 1
     resolution: float = 1.0
@@ -203,7 +227,9 @@ class StructuredStep:
     def __post_init__(self) -> None:
         from roverlite.compress.structured import CRITERIA
 
-        object.__setattr__(self, "keep_ratio", _keep_ratio(self.keep_ratio))
+        _check_latency_target(self)
+        if self.keep_ratio is not None or self.table is None:
+            object.__setattr__(self, "keep_ratio", _keep_ratio(0.5 if self.keep_ratio is None else self.keep_ratio))
         if self.criterion not in CRITERIA:
             raise ConfigError(
                 f"Expected structured.criterion in {CRITERIA}. Received: {self.criterion!r}."
@@ -495,6 +521,40 @@ def _check_hard_loss(step: Any, kind: str) -> None:
     if step.loss is not None:
         check_loss_terms(step.loss, f"{kind}.loss")
         object.__setattr__(step, "loss", {name: float(weight) for name, weight in step.loss.items()})
+
+
+def _check_latency_target(step: Any) -> None:
+    """Exactly one of keep_ratio / latency_ratio / target_latency_ms; a table with a latency target only."""
+    given = [k for k in ("keep_ratio", "latency_ratio", "target_latency_ms") if getattr(step, k) is not None]
+    if len(given) > 1:
+        raise ConfigError(
+            "Expected exactly one of structured.keep_ratio, structured.latency_ratio and structured.target_latency_ms. "
+            f"Received: {', '.join(given)}."
+        )
+    ratio, target = step.latency_ratio, step.target_latency_ms
+    if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1):
+        raise ConfigError(f"Expected structured.latency_ratio in (0, 1] (of the unpruned model's int8 p50). "
+                          f"Received: {ratio!r}.")
+    if target is not None and (isinstance(target, bool) or not isinstance(target, (int, float))
+                               or not 0 < target < float("inf")):
+        raise ConfigError(f"Expected structured.target_latency_ms > 0 and finite. Received: {target!r}.")
+    searching = ratio is not None or target is not None
+    if searching and (not isinstance(step.table, str) or not step.table):
+        raise ConfigError(
+            "A latency target needs latencies. Expected structured.table: a JSON file from `roverlite latency-table`, "
+            f"or 'this' to measure on this machine. Received: table={step.table!r}."
+        )
+    if not searching and (step.table is not None or step.threads is not None):
+        raise ConfigError(
+            "structured.table and structured.threads serve a latency search. Expected structured.latency_ratio or "
+            f"structured.target_latency_ms with them. Received: table={step.table!r}, threads={step.threads!r}."
+        )
+    if step.threads is not None:
+        _check_count(step.threads, "structured.threads", 1)
+    if ratio is not None:
+        object.__setattr__(step, "latency_ratio", float(ratio))
+    if target is not None:
+        object.__setattr__(step, "target_latency_ms", float(target))
 
 
 def _keep_ratio(value: Any) -> float | tuple[float, ...]:

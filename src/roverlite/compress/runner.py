@@ -249,7 +249,7 @@ class _Run:
         if self._fine_tune is None:
             from roverlite.compress.steps import FineTune
 
-            self._fine_tune = FineTune(self.cfg, self.train.images, self.train.masks, self.progress)
+            self._fine_tune = FineTune(self.cfg, self.train.images, self.train.masks, self.progress, out_dir=self.out)
         return self._fine_tune
 
     def start(self, model: Any, model_file: Path | None) -> _State:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,7 +28,7 @@ from roverlite.compress.distill import DistillConfig, distill
 from roverlite.compress.prune import PruneConfig, fine_tune_pruned, prune, sparsity_report, strip
 from roverlite.compress.qat import fine_tune_qat, quantize_aware
 from roverlite.compress.resolution import HALF_RESOLUTION_OVERRIDES, half_resolution
-from roverlite.compress.structured import structured_prune
+from roverlite.compress.structured import level_scores, structured_prune
 from roverlite.config import Config
 from roverlite.train.macs import count_macs
 
@@ -44,6 +45,9 @@ logger = logging.getLogger(__name__)
 # model has to re-learn: keeping 70 % of a 32x32 smoke teacher's filters (mIoU 0.507 -> 0.14) and
 # fine-tuning 4 short epochs recovered 0.381 at 0.1x, 0.442 at 0.5x and 0.456 at 1x the rate.
 DEFAULT_LR_FRACTION: Mapping[str, float] = {"distill": 1.0, "prune": 0.1, "structured": 0.5, "qat": 0.1}
+# Width step of a latency table measured for a `structured` step with granularity 1 (every width
+# would be hundreds of level models for unet_s; int8 SIMD kernels want multiples of 8 anyway).
+LATENCY_TABLE_GRANULARITY = 8
 
 
 # === Fine-tuning setup ===
@@ -56,10 +60,14 @@ class FineTune:
         cfg: the run config (``data``, ``augment`` and ``train`` are used).
         images, masks: the train split (uint8), e.g. from ``load_split(cfg.data, "train")``.
         progress: show a tqdm bar per step.
+        out_dir: the recipe's output folder, where steps cache what they measure (``None``: no cache).
     """
 
-    def __init__(self, cfg: Config, images: np.ndarray, masks: np.ndarray, progress: bool = True) -> None:
+    def __init__(
+        self, cfg: Config, images: np.ndarray, masks: np.ndarray, progress: bool = True, out_dir: Path | None = None
+    ) -> None:
         self.cfg = cfg
+        self.out_dir = None if out_dir is None else Path(out_dir)  # the recipe's run folder (caches go there)
         self.images, self.masks = images, masks
         self.progress = progress
         self.pixel_counts = np.bincount(masks.reshape(-1), minlength=256)[: cfg.data.num_classes].astype(np.float64)
@@ -203,21 +211,25 @@ def run_structured(
     """Remove filters per U-Net level, then fine-tune the thinner model (``epochs`` may be 0).
 
     With ``step.alpha > 0`` the fine-tuning is a distillation from ``model`` (the unpruned input,
-    frozen): prune, then distill, the thin model starting from the teacher's own filters.
+    frozen): prune, then distill, the thin model starting from the teacher's own filters. With a
+    ``table`` the keep ratios come from a latency search (:mod:`roverlite.compress.channel_search`)
+    and the chosen model is timed against the unpruned one (``details["latency_search"]``).
     """
-    thin, report = structured_prune(model, step.keep_ratio, step.criterion, step.granularity)
+    keep_ratio, search = step.keep_ratio, None
+    if step.table is not None:
+        search, source = _latency_search(step, model, ctx)
+        keep_ratio = search.keep_ratios
+    thin, report = structured_prune(model, keep_ratio, step.criterion, _granularity(step, search))
     details: dict[str, Any] = {**report.to_dict(), "unet_overrides": report.unet_overrides()}
     details.pop("filters")
-    if step.decoder == "nearest":
-        thin = nearest_decoder(thin)
-        details["unet_overrides"].update(NEAREST_DECODER_OVERRIDES)
-        details["decoder"] = "nearest"
-    if step.resolution == 0.5:
-        thin = half_resolution(thin)
-        details["unet_overrides"].update(HALF_RESOLUTION_OVERRIDES)
-        details["resolution"] = 0.5
+    thin = _reshape(step, thin, details)
     if step.decoder or step.resolution != 1.0:
         details["macs_after"] = int(count_macs(thin).macs)
+    if search is not None:
+        from roverlite.compress.channel_search import measure_choice
+
+        search = measure_choice(search, _reshape(step, model, {"unet_overrides": {}}), thin)
+        details["latency_search"] = {**search.to_dict(), "table": source}
     if not step.epochs:
         return thin, details
     learning_rate = ctx.learning_rate("structured", step.learning_rate)
@@ -239,6 +251,67 @@ def run_structured(
         thin.fit(ctx.dataset(index), epochs=step.epochs, steps_per_epoch=ctx.steps, callbacks=[bar], verbose=0)
     details.update(learning_rate=learning_rate, last_epoch=bar.last_logs)
     return thin, details
+
+
+def _reshape(step: StructuredStep, model: keras.Model, details: dict[str, Any]) -> keras.Model:
+    """``model`` with the step's decoder and resolution changes (recorded in ``details``)."""
+    if step.decoder == "nearest":
+        model = nearest_decoder(model)
+        details["unet_overrides"].update(NEAREST_DECODER_OVERRIDES)
+        details["decoder"] = "nearest"
+    if step.resolution == 0.5:
+        model = half_resolution(model)
+        details["unet_overrides"].update(HALF_RESOLUTION_OVERRIDES)
+        details["resolution"] = 0.5
+    return model
+
+
+def _granularity(step: StructuredStep, search: Any) -> int:
+    """The step's granularity; with granularity 1 a search moves in its table's steps."""
+    return search.granularity if search is not None else step.granularity
+
+
+def _latency_search(step: StructuredStep, model: keras.Model, ctx: FineTune) -> tuple[Any, str]:
+    """Per-level keep ratios from the step's latency table (measured here for ``table: this``)."""
+    from roverlite.compress.channel_search import search_channels
+    from roverlite.compress.latency_table import check_table_fits, load_latency_table
+
+    shipped = _reshape(step, model, {"unet_overrides": {}})  # the architecture the table must describe
+    if step.table == "this":
+        table, source = _table_here(step, shipped, ctx)
+    else:
+        table, source = load_latency_table(step.table), step.table
+        check_table_fits(table, shipped, f"latency table {step.table!r}")
+    granularity = table.granularity if step.granularity == 1 else step.granularity
+    search = search_channels(table, level_scores(model, step.criterion), step.target_latency_ms, step.latency_ratio,
+                             granularity, step.threads)
+    return search, source
+
+
+def _table_here(step: StructuredStep, shipped: keras.Model, ctx: FineTune) -> tuple[Any, str]:
+    """Measure the table on this machine, or reuse the run folder's cached one when it fits."""
+    from roverlite.compress.latency_table import check_table_fits, load_latency_table, measure_latency_table
+    from roverlite.deploy.hostinfo import usable_cpus
+
+    granularity = step.granularity if step.granularity > 1 else LATENCY_TABLE_GRANULARITY
+    threads = (step.threads,) if step.threads else tuple(t for t in (1, 2) if t <= usable_cpus())
+    cache = None if ctx.out_dir is None else ctx.out_dir / "latency_table.json"
+    if cache is not None and cache.is_file():
+        try:
+            table = load_latency_table(cache)
+            check_table_fits(table, shipped)
+            if granularity % table.granularity == 0 and set(threads) <= set(table.threads):
+                logger.info("latency table: reusing %s", cache)
+                return table, str(cache)
+        except ValueError as err:
+            logger.info("latency table: measuring again (%s)", err)
+    logger.info("latency table: timing every level of %s on this machine (granularity %d, threads %s)",
+                shipped.name, granularity, list(threads))
+    table = measure_latency_table(shipped, granularity, threads)
+    if cache is None:
+        return table, "this"
+    table.save(cache)
+    return table, str(cache)
 
 
 def run_qat(step: QatStep, model: keras.Model, ctx: FineTune, index: int) -> tuple[keras.Model, dict[str, Any]]:

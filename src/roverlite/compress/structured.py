@@ -46,7 +46,7 @@ from roverlite._tf import keras
 from roverlite.config import did_you_mean
 from roverlite.train.macs import count_macs
 
-__all__ = ["CRITERIA", "StructuredReport", "structured_prune"]
+__all__ = ["CRITERIA", "StructuredReport", "kept_count", "level_scores", "level_widths", "structured_prune", "thinned_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -327,23 +327,81 @@ def kept_count(size: int, ratio: float, granularity: int = 1) -> int:
     return min(keep, size)
 
 
-def _choose_filters(graph: _Graph, root: int, ratios: Sequence[float], criterion: str, granularity: int) -> np.ndarray:
-    size = graph.group_size[root]
+def _root_level(graph: _Graph, root: int) -> int | None:
+    """The level whose ratio prunes group ``root``; ``None`` for groups that stay whole."""
     members = graph.root_members(root)
     levels = {graph.level_of(m) for m in members}
     if graph.root_fixed(root) or not members or len(levels) != 1 or None in levels:
-        return np.arange(size)
-    ratio = ratios[levels.pop()]
-    keep = kept_count(size, ratio, granularity)
-    if keep >= size:
-        return np.arange(size)
-    score = np.zeros(size)
-    for conv in members:
+        return None
+    return levels.pop()
+
+
+def _root_keep(graph: _Graph, root: int, ratios: Sequence[float], granularity: int) -> int:
+    size = graph.group_size[root]
+    level = _root_level(graph, root)
+    return size if level is None else kept_count(size, ratios[level], granularity)
+
+
+def _root_scores(graph: _Graph, root: int, criterion: str) -> np.ndarray:
+    score = np.zeros(graph.group_size[root])
+    for conv in graph.root_members(root):
         s = _filter_scores(graph, conv, criterion)
         # Normalised so that each conv of a shared group has the same say, whatever its scale.
         score += s / max(float(s.sum()), 1e-12)
+    return score
+
+
+def _choose_filters(graph: _Graph, root: int, ratios: Sequence[float], criterion: str, granularity: int) -> np.ndarray:
+    size = graph.group_size[root]
+    keep = _root_keep(graph, root, ratios, granularity)
+    if keep >= size:
+        return np.arange(size)
+    score = _root_scores(graph, root, criterion)
     # Stable sort, then back to the original order, so kept channels keep their relative order.
     return np.sort(np.argsort(-score, kind="stable")[:keep])
+
+
+# === Level queries (for latency-aware searches) ===
+
+
+def level_widths(model: keras.Model) -> tuple[int, ...]:
+    """Filters per U-Net level (``depth + 1`` values, bottleneck last), as ``StructuredReport.widths_before``."""
+    graph = _Graph(model)
+    return tuple(
+        max(graph.group_size[g] for conv, g in graph.conv_group.items() if graph.level_of(conv) == level)
+        for level in range(graph.depth + 1)
+    )
+
+
+def level_scores(model: keras.Model, criterion: str = "l1") -> tuple[tuple[np.ndarray, ...], ...]:
+    """The filter scores :func:`structured_prune` ranks by, grouped per level (bottleneck last).
+
+    Each level holds one vector per channel group it prunes, sorted from the most to the least
+    important filter; each conv's scores sum to 1 (a group shared by ``k`` convs sums to ``k``),
+    so the mass of the filters a level drops is comparable across levels whatever their scale.
+    """
+    if criterion not in CRITERIA:
+        raise ValueError(
+            f"Expected criterion in {CRITERIA}. Received: criterion={criterion!r}." + did_you_mean(criterion, CRITERIA)
+        )
+    graph = _Graph(model)
+    levels: list[list[np.ndarray]] = [[] for _ in range(graph.depth + 1)]
+    for root in graph.roots():
+        level = _root_level(graph, root)
+        if level is not None:
+            levels[level].append(np.sort(_root_scores(graph, root, criterion))[::-1])
+    return tuple(tuple(groups) for groups in levels)
+
+
+def thinned_config(model: keras.Model, keep_ratio: float | Sequence[float], granularity: int = 1) -> dict[str, Any]:
+    """The functional config of the model :func:`structured_prune` would build, without its weights.
+
+    Cheap (no weights sliced or copied): for measuring the latency of candidate widths.
+    """
+    graph = _Graph(model)
+    ratios = _level_ratios(keep_ratio, graph.depth)
+    sizes = {root: _root_keep(graph, root, ratios, granularity) for root in graph.roots()}
+    return _thin_config(graph, sizes)
 
 
 def _filter_scores(graph: _Graph, conv: str, criterion: str) -> np.ndarray:
@@ -372,13 +430,17 @@ def _channels(graph: _Graph, name: str, kept: Mapping[int, np.ndarray]) -> np.nd
     return np.concatenate(parts)
 
 
-def _rebuild(model: keras.Model, graph: _Graph, kept: Mapping[int, np.ndarray]) -> keras.Model:
+def _thin_config(graph: _Graph, sizes: Mapping[int, int]) -> dict[str, Any]:
     config = copy.deepcopy(graph.config)
     for spec in config["layers"]:
         if spec["class_name"] in _CONVS:
-            spec["config"]["filters"] = len(kept[graph.find(graph.conv_group[spec["name"]])])
+            spec["config"]["filters"] = int(sizes[graph.find(graph.conv_group[spec["name"]])])
         spec.pop("build_config", None)  # stale input shapes; the functional rebuild infers them
-    thin = keras.Model.from_config(config)
+    return config
+
+
+def _rebuild(model: keras.Model, graph: _Graph, kept: Mapping[int, np.ndarray]) -> keras.Model:
+    thin = keras.Model.from_config(_thin_config(graph, {root: len(idx) for root, idx in kept.items()}))
     for layer in thin.layers:
         if layer.weights:
             layer.set_weights(_sliced_weights(graph, layer.name, kept))

@@ -27,6 +27,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from roverlite.config import DataConfig
+from roverlite.core.preprocessing import GRAY_TOLERANCE
 from roverlite.data.formats import open_source
 from roverlite.data.source import DataError, DataSource
 from roverlite.data.splits import dominant_class, fold_split, make_splits
@@ -36,11 +37,6 @@ logger = logging.getLogger(__name__)
 
 SPLIT_NAMES = ("train", "val", "all")
 
-# Largest channel spread (max - min over R, G, B at one pixel) still read as grayscale. Measured:
-# all 6,000 AI4Mars JPEGs decode with spread 0 (chroma is exactly neutral), re-encoding them at
-# quality 50-95 keeps 0, and adding +-1 per-channel noise before JPEG gives at most 2; real colour
-# images reach 130+ (CWFID). 8 leaves room for other encoders while refusing any colour photo.
-GRAY_TOLERANCE = 8
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ A bundle holds::
     requirements-device.txt         numpy, pillow, ai-edge-litert, onnxruntime pinned to this machine's versions
     run.py                          scores the test pack and times the model (python run.py --threads 2)
     bench.py                        full benchmark with accuracy of the timed runner (python bench.py --json b.json)
-    roverlite/                      a copy of roverlite.deploy plus the two numpy-only modules it uses
+    roverlite/                      a copy of roverlite.deploy plus the numpy-only modules it uses
     bundle.json                     manifest: artifact, test pack, sha256 of every file
 
 :func:`unpack_bundle` checks every member before extracting anything and refuses absolute paths,
@@ -49,8 +49,9 @@ BUNDLE_SCHEMA_VERSION = 1
 # Pillow resizes frames on the device exactly as the training loader does (roverlite.deploy.resize).
 DEVICE_REQUIREMENTS = ("numpy", "pillow", "ai-edge-litert", "onnxruntime")
 _ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
-# Paths inside the roverlite package copied into a bundle: the deploy package and what it imports.
-_VENDORED_MODULES = ("io.py", "train/metrics.py")
+# Paths inside the roverlite package copied into a bundle besides roverlite/deploy/: what deploy
+# imports, i.e. roverlite.io and the numpy-only bottom layer (.importlinter keeps it that way).
+_VENDORED_MODULES = ("io.py", "core/__init__.py", "core/metrics.py", "core/preprocessing.py")
 _PACKAGE_STUB = '"""roverlite (device subset copied into a bundle by roverlite.deploy.make_bundle)."""\n'
 # Limits of unpack_bundle: a bundle holds ~30 members and at most a few hundred MB (artifact and
 # test pack); a hostile 2 MB archive could otherwise write gigabytes or millions of files.
@@ -131,12 +132,11 @@ def _copy_deploy_package(staging: Path) -> None:
     package_root = Path(__file__).resolve().parent.parent  # .../roverlite
     target = staging / "roverlite"
     (target / "deploy").mkdir(parents=True)
-    (target / "train").mkdir()
     (target / "__init__.py").write_text(_PACKAGE_STUB)
-    (target / "train" / "__init__.py").write_text("")
     for source in sorted((package_root / "deploy").glob("*.py")):
         shutil.copyfile(source, target / "deploy" / source.name)
     for relative in _VENDORED_MODULES:
+        (target / relative).parent.mkdir(exist_ok=True)
         shutil.copyfile(package_root / relative, target / relative)
 
 

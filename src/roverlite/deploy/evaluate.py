@@ -4,7 +4,9 @@ Two entry points share one scorer. The workstation passes arrays it loaded with
 ``roverlite.data.loader`` (which needs Pillow); a robot reads a test pack, an ``.npz`` holding
 ``images`` (N, H, W[, C]) uint8, ``masks`` (N, H, W) uint8 and ``ids`` (N,) strings, loaded with
 ``allow_pickle=False`` so a pack can never run code. Metrics come from
-``roverlite.train.metrics.StreamingConfusion`` (numpy-only), the same code that scores training.
+``roverlite.core.metrics.StreamingConfusion`` (numpy-only), the same code that scores training.
+Every result also says how the artifact's out-of-distribution monitor saw the images
+(:func:`ood_summary`): the share flagged and the score's distribution, or that it is off.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ from typing import Any
 import numpy as np
 
 from roverlite.deploy.segmenter import Segmenter
-from roverlite.train.metrics import StreamingConfusion
+from roverlite.core.metrics import StreamingConfusion
 
-__all__ = ["TestPack", "evaluate_artifact", "evaluate_testpack", "load_testpack", "save_testpack"]
+__all__ = [
+    "TestPack", "describe_ood", "evaluate_artifact", "evaluate_testpack", "load_testpack", "ood_summary", "save_testpack",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -68,10 +72,10 @@ def evaluate_artifact(
 
     Returns:
         ``{"miou", "per_class_iou", "pixel_accuracy", "confusion_matrix", "images", "artifact",
-        "format", "runtime", "backend", "sha256", "ms_per_image"}``, plus ``hazards`` (miss and
-        false-hazard rate per hazard class, ``roverlite.train.metrics.hazard_summary``) when the
+        "format", "runtime", "backend", "sha256", "ms_per_image", "ood"}``, plus ``hazards`` (miss and
+        false-hazard rate per hazard class, ``roverlite.core.metrics.hazard_summary``) when the
         sidecar declares them; mIoU is averaged over the sidecar's ``eval_class_ids``, and
-        ignore-labelled pixels are left out.
+        ignore-labelled pixels are left out. ``ood`` is :func:`ood_summary` of the images.
 
     Raises:
         ValueError: counts or sizes of images and masks differ, or a bad image (see ``Segmenter``).
@@ -81,10 +85,12 @@ def evaluate_artifact(
     s = segmenter.sidecar
     confusion = StreamingConfusion(s.num_classes, s.ignore_index)
     seconds = 0.0
+    verdicts = []
     for image, mask in zip(images, masks):
         start = time.perf_counter()
         prediction = segmenter.predict(image)
         seconds += time.perf_counter() - start
+        verdicts.append(segmenter.last_ood)
         confusion.update(mask, prediction)
     result = confusion.result(list(s.classes), list(s.eval_class_ids), s.hazards)
     result.update(
@@ -95,8 +101,61 @@ def evaluate_artifact(
         backend=segmenter.runner.backend,
         sha256=s.sha256,
         ms_per_image=1000.0 * seconds / max(len(images), 1),
+        ood=ood_summary(segmenter, verdicts),
     )
     return result
+
+
+def ood_summary(segmenter: Segmenter, verdicts: Sequence[Any]) -> dict[str, Any]:
+    """How the OOD monitor saw a set of frames (``verdicts``: ``segmenter.last_ood`` after each).
+
+    Returns:
+        ``{"enabled": False, "status"}`` when the monitor is off; else ``enabled``, ``status``,
+        ``images``, ``flag_rate`` (share flagged at the monitor's own threshold), ``threshold``,
+        ``flag_rates`` (the share above each calibrated threshold, keyed by its false-alarm rate on
+        the calibration frames), ``score`` (mean and p50/p90/p99/max of the finite scores),
+        ``non_finite_scores`` and ``flagged_by_feature``.
+    """
+    monitor = segmenter.ood_monitor
+    if monitor is None or not verdicts or any(v is None for v in verdicts):
+        return {"enabled": False, "status": segmenter.ood_status}
+    scores = np.asarray([v.score for v in verdicts], np.float64)
+    finite = scores[np.isfinite(scores)]
+    by_feature: dict[str, int] = {}
+    for verdict in verdicts:
+        if verdict.flagged:
+            by_feature[verdict.feature] = by_feature.get(verdict.feature, 0) + 1
+    distribution = {}
+    if finite.size:
+        distribution["mean"] = float(finite.mean())
+        distribution.update({f"p{q}": float(v) for q, v in zip((50, 90, 99), np.percentile(finite, (50, 90, 99)))})
+        distribution["max"] = float(finite.max())
+    return {
+        "enabled": True,
+        "status": segmenter.ood_status,
+        "images": len(verdicts),
+        "flag_rate": float(np.mean([v.flagged for v in verdicts])),
+        "threshold": monitor.threshold,
+        "flag_rates": {f"{rate:g}": float(flags.mean()) for rate, flags in monitor.flags(scores).items()},
+        "score": distribution,
+        "non_finite_scores": int(scores.size - finite.size),
+        "flagged_by_feature": dict(sorted(by_feature.items(), key=lambda kv: -kv[1])),
+    }
+
+
+def describe_ood(summary: dict[str, Any] | None) -> str:
+    """One line for a person: the OOD monitor's flag rate and score distribution, or why it is off."""
+    if not summary or not summary.get("enabled"):
+        return f"OOD monitor {summary['status'] if summary else 'off'}"
+    score = summary["score"]
+    nan = float("nan")
+    rates = ", ".join(f"{v:.1%} above its {float(k):.0%} threshold" for k, v in summary["flag_rates"].items())
+    features = ", ".join(f"{name} {count}" for name, count in summary["flagged_by_feature"].items()) or "none"
+    return (
+        f"OOD monitor: {summary['flag_rate']:.1%} of {summary['images']} images flagged ({rates}); score p50 "
+        f"{score.get('p50', nan):.2f}, p99 {score.get('p99', nan):.2f}, max {score.get('max', nan):.2f} "
+        f"(threshold {summary['threshold']:.2f}); flagged by: {features}"
+    )
 
 
 def evaluate_testpack(

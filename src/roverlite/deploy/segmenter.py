@@ -18,20 +18,30 @@ not guessed at). Channel rule, as in the training loader:
   ``allow_gray_to_rgb``; refused otherwise (a colour model fed gray pixels is out of distribution).
 * any other channel count (2, 4 = RGBA, ...): refused.
 
+Every prediction is also scored by the artifact's out-of-distribution monitor when its sidecar
+carries one (``ood``, calibrated at export; :mod:`roverlite.deploy.ood`), from the model input and
+logits the prediction already computed: ``seg.last_ood`` holds the latest frame's
+:class:`~roverlite.deploy.ood.OodResult` (score, flag, the feature behind it), ``None`` when the
+monitor is off (an artifact exported before the field existed, or ``ood=False``).
+
 Example:
     >>> seg = Segmenter("exports/unet_xs_tflite_int8.tflite", threads=2)  # doctest: +SKIP
     >>> mask = seg.predict(frame)                                   # (H, W) uint8 class ids
+    >>> seg.last_ood                                                # doctest: +SKIP
+    OodResult(score=1.7, flagged=False, feature='brightness')
     >>> Image.fromarray(seg.overlay(frame, mask)).save("overlay.png")
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from roverlite.deploy.ood import OodMonitor, OodResult
 from roverlite.deploy.resize import (
     gray_to_rgb,
     resize_bilinear,
@@ -42,6 +52,8 @@ from roverlite.deploy.runtime import Runner, load_runner
 from roverlite.deploy.sidecar import Sidecar, load_verified
 
 __all__ = ["Segmenter", "overlay"]
+
+logger = logging.getLogger(__name__)
 
 # Pixels blended at a time by overlay(): a few MiB of float32, whatever the frame's size.
 _OVERLAY_BLOCK_PIXELS = 1 << 18
@@ -55,6 +67,11 @@ class Segmenter:
         threads: CPU threads for the runtime (``None`` = runtime default).
         providers: ONNX Runtime providers in priority order (``None`` = TensorRT, CUDA, CPU as
             available).
+        ood: score every frame with the sidecar's out-of-distribution monitor, when it has one.
+
+    Attributes:
+        ood_monitor: the :class:`~roverlite.deploy.ood.OodMonitor`, or ``None`` (monitor off).
+        last_ood: the latest frame's :class:`~roverlite.deploy.ood.OodResult`, ``None`` when off.
 
     Raises:
         FileNotFoundError: artifact or sidecar missing.
@@ -63,7 +80,11 @@ class Segmenter:
     """
 
     def __init__(
-        self, artifact_path: str | os.PathLike, threads: int | None = None, providers: Sequence[str] | None = None
+        self,
+        artifact_path: str | os.PathLike,
+        threads: int | None = None,
+        providers: Sequence[str] | None = None,
+        ood: bool = True,
     ) -> None:
         self.path = Path(artifact_path)
         self.sidecar: Sidecar
@@ -74,6 +95,23 @@ class Segmenter:
         self._mean = np.asarray(s.mean, dtype=np.float32)
         self._std = np.asarray(s.std, dtype=np.float32)
         self._palette = np.asarray(s.class_colors, dtype=np.uint8)
+        self.ood_monitor: OodMonitor | None = OodMonitor.from_dict(s.ood) if ood and s.ood is not None else None
+        self.last_ood: OodResult | None = None
+        if self.ood_monitor is None:
+            logger.info("%s: OOD monitor %s", self.path.name, self.ood_status)
+
+    @property
+    def ood_status(self) -> str:
+        """One line: whether frames are scored for being out of distribution, and why not."""
+        if self.ood_monitor is not None:
+            m = self.ood_monitor
+            return f"on: calibrated on {m.images} images, flags a score above {m.threshold:.2f} ({m.flag_rate:.0%} false alarms)"
+        if self.sidecar.ood is None:
+            return (
+                "off: the sidecar has no 'ood' calibration (exported before the monitor existed, or with fewer "
+                "than 8 check images); re-export to add it"
+            )
+        return "off: disabled (ood=False)"
 
     # === Properties ===
 
@@ -111,11 +149,22 @@ class Segmenter:
         return x[None]
 
     def predict_logits(self, image: np.ndarray) -> np.ndarray:
-        """Float32 logits ``(H_model, W_model, K)`` for one image (dequantized for int8 models)."""
-        return self.runner.run(self.preprocess(image))[0]
+        """Float32 logits ``(H_model, W_model, K)`` for one image (dequantized for int8 models); sets ``last_ood``."""
+        x = self.preprocess(image)
+        logits = self.runner.run(x)[0]
+        self.check_frame(x, logits)
+        return logits
+
+    def check_frame(self, x: np.ndarray, logits: np.ndarray) -> OodResult | None:
+        """Score a frame already run (``x`` from :meth:`preprocess`, its logits); sets and returns ``last_ood``.
+
+        For loops that call :meth:`preprocess` and the runner themselves; ``predict`` calls it.
+        """
+        self.last_ood = None if self.ood_monitor is None else self.ood_monitor.score(x, logits)
+        return self.last_ood
 
     def predict(self, image: np.ndarray) -> np.ndarray:
-        """The uint8 class-id mask ``(H, W)`` of one image, at the image's own size.
+        """The uint8 class-id mask ``(H, W)`` of one image, at the image's own size; sets ``last_ood``.
 
         Raises:
             ValueError: not an image, NaN/Inf or values outside 0..255, or channels the sidecar

@@ -14,7 +14,8 @@ and the export's self-check.
 raises ``ValueError`` naming the field; it never fails any other way (it is fuzzed). Unknown keys
 are ignored so that a newer minor writer stays readable; ``schema_version`` guards real changes.
 
-NumPy-free and TensorFlow-free: this module runs on the robot.
+TensorFlow-free: this module runs on the robot. It imports NumPy only to validate an ``ood`` field
+(:mod:`roverlite.deploy.ood`), when a sidecar has one.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from roverlite.core.preprocessing import GRAY_TOLERANCE
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -113,6 +116,9 @@ class Sidecar:
         hazards: hazard class -> the traversable classes it must not be predicted as (the config's
             ``data.hazards``), so evaluation on the robot reports hazard rates; ``None`` when none
             were declared (and in sidecars written before the field existed).
+        ood: the out-of-distribution monitor calibrated at export on the check images
+            (:meth:`roverlite.deploy.ood.OodMonitor.to_dict`); ``None`` in sidecars written before
+            the field existed or when too few check images ran (the device then runs without one).
         input, output: I/O tensors as the runtime sees them.
         color_mode: ``grayscale`` or ``rgb`` (the input's channels).
         gray_tolerance: a 3-channel image is accepted by a grayscale model when its channels differ
@@ -139,7 +145,7 @@ class Sidecar:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     pixel_scale: float = 1.0 / 255.0
-    gray_tolerance: int = 8
+    gray_tolerance: int = GRAY_TOLERANCE
     allow_gray_to_rgb: bool = False
     source_path: str | None = None
     source_sha256: str | None = None
@@ -148,6 +154,7 @@ class Sidecar:
     cost: Mapping[str, Any] | None = None
     self_check: Mapping[str, Any] | None = None
     hazards: Mapping[str, tuple[str, ...]] | None = None
+    ood: Mapping[str, Any] | None = None
     schema_version: int = SCHEMA_VERSION
     task: str = TASK
 
@@ -195,6 +202,7 @@ class Sidecar:
             "self_check": None if self.self_check is None else dict(self.self_check),
             # Written only when declared: an optional field, so older readers and sidecars agree.
             **({} if self.hazards is None else {"hazards": {k: list(v) for k, v in self.hazards.items()}}),
+            **({} if self.ood is None else {"ood": dict(self.ood)}),
         }
 
 
@@ -378,6 +386,7 @@ def parse_sidecar(value: Any, where: str = "sidecar") -> Sidecar:
         cost=p.optional_mapping(root, "cost"),
         self_check=p.optional_mapping(root, "self_check"),
         hazards=p.hazards(root, classes),
+        ood=p.ood(root, k, inp.shape[3]),
     )
 
 
@@ -554,6 +563,20 @@ class _Parser:
                 self.fail(f"hazards.{hazard}", f"a class of {list(classes)} -> other classes of it, each once", items)
             out[hazard] = tuple(items)
         return out
+
+    def ood(self, root: Mapping[str, Any], classes: int, channels: int) -> dict[str, Any] | None:
+        value = root.get("ood")
+        if value is None:
+            return None
+        from roverlite.deploy.ood import OodMonitor  # NumPy, imported only for a sidecar that has a monitor
+
+        try:
+            monitor = OodMonitor.from_dict(value)
+        except ValueError as err:
+            raise ValueError(f"Invalid sidecar {self.where!r}: field 'ood'. {err}") from None
+        if len(monitor.class_reference) != classes or len(monitor.level_scale) not in (1, channels):
+            self.fail("ood", f"a monitor of {classes} classes and {channels} channel(s)", value)
+        return monitor.to_dict()
 
     def versions(self, root: Mapping[str, Any]) -> dict[str, str]:
         versions = self.mapping(self.get(root, "versions"), "versions")

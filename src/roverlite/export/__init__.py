@@ -199,7 +199,8 @@ def _write_and_check(
         # rewritten with the check's result.
         write_sidecar(staged, sidecar, final=path)
         check = self_check(fmt, str(staged), reference, images, masks, shared["data_cfg"], tolerances)
-        sidecar = dataclasses.replace(sidecar, self_check=check)
+        ood = check.pop("ood", None)  # the OOD monitor calibrated on the check images has a field of its own
+        sidecar = dataclasses.replace(sidecar, self_check=check, ood=ood)
         write_sidecar(staged, sidecar, final=path)
         commit_pair(staged, path, sidecar_path(staged), sidecar_path(path), pending_sidecar_path(path))
     except BaseException:

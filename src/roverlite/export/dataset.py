@@ -15,6 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from roverlite.config import DataConfig
+from roverlite.data.loader import cap_images, load_split
+from roverlite.deploy.bundle import make_bundle
+from roverlite.deploy.evaluate import evaluate_artifact
+from roverlite.deploy.segmenter import Segmenter
+from roverlite.export import export_model
+from roverlite.export.formats import get_format
 from roverlite.export.verify import DEFAULT_CHECK_IMAGES, check_image_count, choose_check_images
 
 __all__ = ["bundle_from_split", "evaluate_artifact_on_split", "export_from_config"]
@@ -49,10 +55,6 @@ def export_from_config(
     Raises:
         ValueError: unknown format (checked before loading any data), bad data or model.
     """
-    from roverlite.data.loader import cap_images, load_split
-    from roverlite.export import export_model
-    from roverlite.export.formats import get_format
-
     formats = [formats] if isinstance(formats, str) else list(formats)
     needs_calibration = any(get_format(f).needs_calibration for f in formats)
     calibration = None
@@ -92,10 +94,6 @@ def evaluate_artifact_on_split(
             (hash mismatch, damaged file).
         FileNotFoundError: artifact or sidecar missing.
     """
-    from roverlite.data.loader import load_split
-    from roverlite.deploy.evaluate import evaluate_artifact
-    from roverlite.deploy.segmenter import Segmenter
-
     segmenter = Segmenter(artifact, threads=threads, providers=providers)
     if tuple(segmenter.classes) != tuple(data_cfg.classes):
         raise ValueError(
@@ -118,8 +116,5 @@ def bundle_from_split(
     progress: bool = False,
 ) -> Path:
     """A device bundle of ``artifact`` whose test pack holds the first ``max_images`` of ``split``."""
-    from roverlite.data.loader import cap_images, load_split
-    from roverlite.deploy.bundle import make_bundle
-
     arrays = load_split(cap_images(data_cfg, max_images), split, progress=progress)
     return make_bundle(artifact, out, arrays.images, arrays.masks, arrays.ids)

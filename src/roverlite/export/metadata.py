@@ -26,6 +26,7 @@ from roverlite.deploy.sidecar import (
     read_sidecar,
     sidecar_path,
 )
+from roverlite.core.preprocessing import GRAY_TOLERANCE
 from roverlite.io import atomic_write_json, sha256_file, write_staged_json
 
 __all__ = ["VERSIONED_PACKAGES", "build_sidecar", "collect_versions", "parse_sidecar", "read_sidecar", "write_sidecar"]
@@ -37,8 +38,6 @@ VERSIONED_PACKAGES = (
     "roverlite", "tensorflow", "tf-keras", "tensorflow-model-optimization", "tf2onnx", "onnx",
     "onnxruntime", "ai-edge-litert", "numpy",
 )
-# Same rule as roverlite.data.loader.GRAY_TOLERANCE (kept literal: the loader module imports Pillow).
-GRAY_TOLERANCE = 8
 
 
 def collect_versions() -> dict[str, str]:
@@ -68,6 +67,7 @@ def build_sidecar(
     cost: Mapping[str, Any] | None = None,
     self_check: Mapping[str, Any] | None = None,
     allow_gray_to_rgb: bool = False,
+    ood: Mapping[str, Any] | None = None,
 ) -> Sidecar:
     """Describe the written ``artifact`` (size and sha256 are read from the file).
 
@@ -82,6 +82,8 @@ def build_sidecar(
         cost: ``{"macs": int, "params": int}`` when known.
         self_check: the export's self-check result.
         allow_gray_to_rgb: let an RGB model accept gray images on the device.
+        ood: the out-of-distribution monitor calibrated on the check images
+            (``OodMonitor.to_dict()``; the self-check computes it, see :mod:`roverlite.export.verify`).
 
     Raises:
         ValueError: the result would not be a valid sidecar (e.g. tensors that do not match the
@@ -113,6 +115,7 @@ def build_sidecar(
         cost=None if cost is None else dict(cost),
         self_check=None if self_check is None else dict(self_check),
         hazards=None if not data_cfg.hazards else {k: tuple(v) for k, v in data_cfg.hazards.items()},
+        ood=None if ood is None else dict(ood),
     )
 
 

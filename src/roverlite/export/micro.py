@@ -17,7 +17,9 @@ refused with a ``ValueError`` naming every such op. :func:`export_c_array` then
 
 The runs under TFLite-Micro and the checks live in :mod:`roverlite.export.micro_probe` (with
 :mod:`roverlite.export.micro_interpreter`, the child-process side), the C source text in
-:mod:`roverlite.export.c_array`; their public names are re-exported here.
+:mod:`roverlite.export.c_array`, the converter in :mod:`roverlite.export.micro_converter`; their
+public names are re-exported here. This module sits above :func:`roverlite.export.export_model`
+and :mod:`roverlite.export.dataset`, and nothing below imports it.
 
 The sidecar keeps ``runtime="litert"``: the ``.tflite`` file is what LiteRT reads for the export's
 self-check and on a Pi, and the device-side sidecar schema knows ``litert`` and ``onnxruntime``
@@ -39,11 +41,15 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from roverlite.config import DataConfig
+from roverlite.data.loader import load_split
+from roverlite.deploy.segmenter import Segmenter
+from roverlite.deploy.sidecar import sidecar_path
+from roverlite.export import Tolerances, export_model
 from roverlite.export.c_array import (  # re-exported
     make_test_image,
     model_data_sources,
@@ -67,10 +73,9 @@ from roverlite.export.micro_probe import (  # partly re-exported
     recommended_arena,
     run_reference,
 )
-from roverlite.export.tflite import convert_int8
-
-if TYPE_CHECKING:
-    from roverlite.export.verify import Tolerances
+from roverlite.export.dataset import export_from_config
+from roverlite.export.micro_converter import convert_c_array  # re-exported: the format table's converter
+from roverlite.io import atomic_write_json, atomic_write_text, sha256_file
 
 __all__ = [
     "ARENA_ALIGNMENT",
@@ -142,26 +147,6 @@ class MicroExportResult:
         return out
 
 
-# === The format-table converter ===
-
-
-def convert_c_array(model: Any, calibration: Any = None, int8_io: bool = True) -> bytes:
-    """Full-int8 TFLite (batch 1, int8 I/O) that TFLite-Micro can run.
-
-    Raises:
-        ValueError: ``int8_io=False`` (the MCU example feeds int8 pixels and a float input tensor
-            would cost 4x the RAM), missing calibration, or ops TFLite-Micro lacks (named).
-    """
-    if int8_io is not True:
-        raise ValueError(
-            "Format 'c_array' needs int8 input and output (the MCU feeds quantized pixels; a float "
-            f"input tensor costs 4x the arena). Received: int8_io={int8_io!r} (--float-io)."
-        )
-    content = convert_int8(model, calibration, int8_io=True)
-    check_micro_ops(content)
-    return content
-
-
 # === The export ===
 
 
@@ -186,8 +171,6 @@ def export_c_array(
     Raises:
         ValueError: as :func:`roverlite.export.export_model`, plus ops TFLite-Micro lacks.
     """
-    from roverlite.export import export_model
-
     (result,) = export_model(
         model_or_path,
         [C_ARRAY_FORMAT],
@@ -225,10 +208,6 @@ def finish_c_array(
     Raises:
         ValueError: a result of another format, ops TFLite-Micro lacks, or an arena over 64 MiB.
     """
-    from roverlite.deploy.segmenter import Segmenter
-    from roverlite.deploy.sidecar import sidecar_path
-    from roverlite.io import atomic_write_json, atomic_write_text, sha256_file
-
     if getattr(result, "format", None) != C_ARRAY_FORMAT:
         raise ValueError(
             f"Expected an export result of format {C_ARRAY_FORMAT!r}. Received: {getattr(result, 'format', result)!r}."
@@ -343,8 +322,6 @@ def export_with_c_array(
     Raises:
         ValueError: as ``export_from_config``; ``c_array`` with ``int8_io=False``; ops TFLite-Micro lacks.
     """
-    from roverlite.export.dataset import export_from_config
-
     names = [formats] if isinstance(formats, str) else list(formats)
     if C_ARRAY_FORMAT in names and int8_io is not True:
         raise ValueError(
@@ -367,8 +344,6 @@ def export_with_c_array(
     )
     if C_ARRAY_FORMAT not in names:
         return results
-    from roverlite.data.loader import load_split
-
     capped = (
         data_cfg
         if max_check_images is None

@@ -21,6 +21,11 @@ check split up to :data:`DEFAULT_CHECK_IMAGES`, then a seeded subset (:func:`cho
 
 The artifact is run exactly as a device runs it: :class:`roverlite.deploy.Segmenter` verifies the
 sidecar hash, normalises and quantizes per the sidecar, and dequantizes the output.
+
+The same run calibrates the artifact's out-of-distribution monitor (:mod:`roverlite.deploy.ood`)
+from the check images and the artifact's own logits, with no extra model run: the result's
+``ood`` entry (``None`` with fewer than 8 check images), which the exporter moves into the
+sidecar's ``ood`` field.
 """
 
 from __future__ import annotations
@@ -34,9 +39,10 @@ from typing import Any
 import numpy as np
 
 from roverlite.config import DataConfig
+from roverlite.deploy.ood import OodCollector
 from roverlite.deploy.segmenter import Segmenter
 from roverlite.export.formats import ExportFormat
-from roverlite.train.metrics import StreamingConfusion, confusion_matrix
+from roverlite.core.metrics import StreamingConfusion, confusion_matrix
 
 __all__ = [
     "DEFAULT_CHECK_IMAGES", "Tolerances", "check_image_count", "choose_check_images", "keras_logits", "self_check",
@@ -156,12 +162,13 @@ def self_check(
         tolerances: the pass limits.
 
     Returns:
-        A JSON-ready dict with ``passed`` (bool), ``failures`` (reasons) and the measurements;
-        ``error`` instead of measurements when the artifact could not run at all.
+        A JSON-ready dict with ``passed`` (bool), ``failures`` (reasons), the measurements and
+        ``ood`` (the calibrated OOD monitor as a dict, or ``None``); ``error`` instead of
+        measurements when the artifact could not run at all.
     """
     try:
         segmenter = Segmenter(artifact, threads=None)
-        logits = np.stack([segmenter.predict_logits(image) for image in images])
+        logits, ood = _run_and_calibrate(segmenter, images)
     except (ValueError, RuntimeError, OSError, ImportError) as err:
         return {"kind": _kind(fmt), "passed": False, "failures": ["artifact did not run"], "error": str(err)[:500]}
     result = {"kind": _kind(fmt), "images": len(images), "backend": segmenter.runner.backend}
@@ -171,7 +178,23 @@ def self_check(
     result["limits"] = _limits(fmt, tolerances, reference_logits)
     result["failures"] = failures
     result["passed"] = not failures
+    result["ood"] = ood
     return _json_safe(result)
+
+
+def _run_and_calibrate(segmenter: Segmenter, images: np.ndarray) -> tuple[np.ndarray, dict[str, Any] | None]:
+    """The artifact's logits for every image, and its OOD monitor calibrated on them (no extra runs)."""
+    s = segmenter.sidecar
+    collector = OodCollector(s.mean, s.std, s.pixel_scale)
+    logits = []
+    for image in images:
+        x = segmenter.preprocess(image)
+        logits.append(segmenter.runner.run(x)[0])  # what predict_logits does
+        collector.add(x, logits[-1])
+    monitor = collector.finish()
+    if monitor is None:
+        logger.warning("no OOD monitor for %s: %d check images, at least 8 needed", segmenter.path.name, len(images))
+    return np.stack(logits), None if monitor is None else monitor.to_dict()
 
 
 def _kind(fmt: ExportFormat) -> str:

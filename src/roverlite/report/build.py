@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,12 +39,17 @@ from typing import Any
 
 import numpy as np
 
+from roverlite.deploy.evaluate import load_testpack
+from roverlite.deploy.peak import PeakResult
+from roverlite.deploy.segmenter import Segmenter
 from roverlite.io import atomic_write_json, atomic_write_text, ensure_writable_dir
+from roverlite.report.collect import collect_run_dirs, find_testpack
 from roverlite.report.deliverable import Deliverable, deliverable_summary
 from roverlite.report.html import render_html, render_markdown
 from roverlite.report.labels import with_labels
 from roverlite.report.memory import memory_summary
-from roverlite.report.peak import PeakResult
+from roverlite.report.pareto import plot_overlay_grid, plot_pareto
+from roverlite.report.plots import plot_confusion
 from roverlite.report.sections import report_sections
 from roverlite.report.tables import VariantRow, find_teacher, recommend_runtime
 
@@ -88,7 +94,7 @@ def build_report(
         overlays: validation images with truth masks for the prediction grid: a test pack
             ``.npz`` or ``(images, masks)`` arrays. Each variant's ``artifact`` (with its sidecar)
             predicts them through ``roverlite.deploy.Segmenter``; variants without one are skipped.
-        peak: this machine's measured peak (:func:`roverlite.report.peak.measure_peak`), for the
+        peak: this machine's measured peak (:func:`roverlite.export.peak.measure_peak`), for the
             achieved-GMAC/s comparison; ``None`` leaves those columns empty.
         teacher: the variant Δ mIoU is measured against (default: the first ``teacher ...`` row).
         title: the report's heading.
@@ -122,8 +128,6 @@ def build_report(
     summary = summary_rows(rows, peak, teacher)
     delivered = None if deliverable is None else deliverable_summary(deliverable, rows, summary, reference)
     out_dir = ensure_writable_dir(out_dir)
-    from roverlite.report.pareto import plot_pareto
-
     summary_path = atomic_write_json(out_dir / "summary.json", {
         "schema_version": REPORT_SCHEMA_VERSION,
         "generated": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -151,7 +155,7 @@ def report_run_dirs(
     run_dirs: Sequence[str | os.PathLike],
     out_dir: str | os.PathLike,
     testpack: str | os.PathLike | None = None,
-    peak: bool | PeakResult = True,
+    peak: PeakResult | Callable[..., PeakResult] | bool | None = None,
     teacher: str | None = None,
     threads: int | None = None,
     title: str = "roverlite variant report",
@@ -166,8 +170,10 @@ def report_run_dirs(
         out_dir: the report folder.
         testpack: images for the prediction grid (default: the first ``testpack.npz`` found in
             the run folders, e.g. a bundle's; none found = no grid).
-        peak: ``True`` measures this machine's peak (:func:`measure_peak`, needs TensorFlow, about
-            10 s), ``False`` skips it, or a :class:`PeakResult` measured before.
+        peak: a :class:`PeakResult` measured before, or the function that measures it, called
+            with ``threads=`` once the run folders are read (:func:`roverlite.export.peak.measure_peak`,
+            needs TensorFlow, about 10 s: the report layer never measures); ``None`` or ``False``
+            skips it.
         teacher, threads, title: as in :func:`build_report` (``threads`` also for the peak).
         command: the command line, recorded in the notes.
         notes: further lines for the notes (e.g. the pipeline's student search).
@@ -176,12 +182,14 @@ def report_run_dirs(
 
     Raises:
         FileNotFoundError: a run folder or the test pack does not exist.
-        ValueError: nothing to report, an invalid row (see :func:`collect_run_dirs`), or an invalid
-            ``deliverable``.
+        ValueError: nothing to report, an invalid row (see :func:`collect_run_dirs`), an invalid
+            ``deliverable``, or ``peak=True`` (name the measuring function instead).
     """
-    from roverlite.report.collect import collect_run_dirs, find_testpack
-    from roverlite.report.peak import measure_peak
-
+    if peak is True:
+        raise ValueError(
+            "The report reads a measured peak and never measures one. Expected a PeakResult or a function "
+            "measuring it (roverlite.export.peak.measure_peak). Received: peak=True."
+        )
     if deliverable is not None and not isinstance(deliverable, Deliverable):
         Deliverable.from_mapping(deliverable)  # refused before the collection and the peak measurement
     rows = collect_run_dirs(run_dirs)
@@ -189,8 +197,8 @@ def report_run_dirs(
         testpack = find_testpack(run_dirs)
     elif not Path(testpack).is_file():
         raise FileNotFoundError(f"Test pack not found. Expected an .npz file. Received: {str(testpack)!r}.")
-    if peak is True:
-        peak = measure_peak(threads=threads)
+    if callable(peak):
+        peak = peak(threads=threads)
     lines = [f"Run folders: {', '.join(str(d) for d in run_dirs)}."]
     if command:
         lines.append(f"Command: {command}")
@@ -250,10 +258,6 @@ def summary_rows(
 
 def _confusion_maps(rows: Sequence[VariantRow], out_dir: Path) -> dict[str, Path]:
     """Variant name -> its confusion heat map PNG, for every row with a confusion matrix."""
-    import re
-
-    from roverlite.report.plots import plot_confusion
-
     maps = {}
     for row in rows:
         if row.confusion_matrix is None:
@@ -286,9 +290,6 @@ def _delta(row: VariantRow, reference: VariantRow | None) -> float | None:
 def _overlays(
     rows: Sequence[VariantRow], source: OverlaySource, path: Path, count: int, threads: int | None
 ) -> tuple[Path | None, list[str]]:
-    from roverlite.deploy.segmenter import Segmenter
-    from roverlite.report.pareto import plot_overlay_grid
-
     images, masks = _overlay_data(source)
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ValueError(f"Expected overlay_count >= 1. Received: {count!r}.")
@@ -319,8 +320,6 @@ def _overlays(
 
 def _overlay_data(source: OverlaySource) -> tuple[Sequence[np.ndarray], Sequence[np.ndarray]]:
     if isinstance(source, (str, os.PathLike)):
-        from roverlite.deploy.evaluate import load_testpack
-
         pack = load_testpack(source)
         return pack.images, pack.masks
     if isinstance(source, tuple) and len(source) == 2:

@@ -40,6 +40,7 @@ Every row gets a human ``label`` from its files' sidecars (``teacher float``, ``
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -47,7 +48,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from roverlite.core.formats import get_spec
 from roverlite.deploy.bench import BenchResult
+from roverlite.deploy.sidecar import read_sidecar
 from roverlite.report.labels import SidecarLookup, read_sidecar_entry, with_labels
 from roverlite.report.tables import RuntimeLatency, VariantRow
 
@@ -176,8 +179,6 @@ def collect_run_dirs(run_dirs: Sequence[str | os.PathLike]) -> list[VariantRow]:
         FileNotFoundError: a run folder does not exist.
         ValueError: nothing usable in any of the folders, or an invalid explicit ``variant`` row.
     """
-    from roverlite.deploy.sidecar import read_sidecar
-
     folders = [Path(d) for d in run_dirs]
     for folder in folders:
         if not folder.is_dir():
@@ -372,9 +373,7 @@ def _precision_of(fmt: str | None) -> str:
     if not fmt:
         return "float32"
     try:
-        from roverlite.export.formats import get_format
-
-        return get_format(fmt).precision
+        return get_spec(fmt).precision
     except ValueError:
         _, _, rest = fmt.partition("_")
         return rest or "float32"
@@ -435,8 +434,6 @@ def _hazard_fields(measured: Mapping[str, Any] | None) -> dict[str, Any]:
 def _with_params_and_gates(
     rows: list[VariantRow], sidecars: Mapping[str, tuple[Path, Any]], gates: Mapping[str, Mapping[str, Any]]
 ) -> list[VariantRow]:
-    import dataclasses
-
     by_file = {str(path.resolve()): sidecar for path, sidecar in sidecars.values()}
     by_sha = {sha: sidecar for sha, (_, sidecar) in sidecars.items()}
     out = []

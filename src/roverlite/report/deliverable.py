@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from roverlite.report.html import Section, Table, Verdict
+from roverlite.report.labels import read_sidecar_entry
 from roverlite.report.tables import RuntimeLatency, VariantRow, format_bytes, format_signed
 
 __all__ = ["Deliverable", "deliverable_section", "deliverable_summary"]
@@ -229,8 +230,6 @@ def _rare_classes(spec: Deliverable, row: VariantRow) -> list[str]:
         for names in (gate.get("rare_classes"), limits.get("rare_classes"), gate.get("rare_class_drops")):
             if isinstance(names, (list, tuple, Mapping)) and names:
                 return [str(n) for n in names]
-    from roverlite.report.labels import read_sidecar_entry
-
     entry = read_sidecar_entry(spec.artifact)
     gate = (entry[1].get("gate") if entry else None) or {}
     names = gate.get("rare_classes") if isinstance(gate, Mapping) else None

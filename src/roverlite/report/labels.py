@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from roverlite.core.formats import get_spec
+from roverlite.deploy.sidecar import read_sidecar
 from roverlite.report.tables import VariantRow
 
 __all__ = [
@@ -161,10 +163,8 @@ def _step_order(origin: Provenance) -> tuple[bool, int]:
 def _precision(fmt: str | None) -> str | None:
     if not fmt:
         return None
-    from roverlite.export.formats import get_format
-
     try:
-        return get_format(fmt).precision
+        return get_spec(fmt).precision
     except ValueError:
         _, _, rest = fmt.partition("_")
         return rest or "float32"
@@ -173,18 +173,14 @@ def _precision(fmt: str | None) -> str | None:
 def _runtime(fmt: str | None) -> str | None:
     if not fmt:
         return None
-    from roverlite.export.formats import get_format
-
     try:
-        return get_format(fmt).runtime
+        return get_spec(fmt).runtime
     except ValueError:
         return "onnxruntime" if fmt.startswith("onnx") else None
 
 
 def read_sidecar_entry(path: str) -> tuple[str | None, Mapping[str, Any]] | None:
     """``(format, recipe)`` of the sidecar beside ``path``; ``None`` when there is none readable."""
-    from roverlite.deploy.sidecar import read_sidecar
-
     try:
         sidecar = read_sidecar(path)
     except (ValueError, FileNotFoundError, OSError) as err:

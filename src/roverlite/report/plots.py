@@ -1,4 +1,8 @@
-"""Plots saved as PNG beside the numbers they show: training curves and prediction grids."""
+"""Plots saved as PNG beside the numbers they show: training curves and prediction grids.
+
+Training writes numbers only (``roverlite.train.fit``); :func:`plot_run` draws a finished run's
+plots from them, and :mod:`roverlite.training` calls both.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from roverlite.config import DataConfig
+from roverlite.io import atomic_write
 
 
 def _pyplot():
@@ -20,8 +25,6 @@ def _pyplot():
 
 
 def _save(fig, path: Path) -> Path:
-    from roverlite.io import atomic_write
-
     path = Path(path)
     atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=110, bbox_inches="tight"))
     _pyplot().close(fig)
@@ -77,6 +80,24 @@ def plot_predictions(
     ]
     fig.legend(handles, list(data_cfg.classes), loc="lower center", ncol=len(handles), fontsize=8)
     return _save(fig, Path(path))
+
+
+def plot_run(run_dir: str | Path, preview: Any, data_cfg: DataConfig) -> tuple[Path, Path]:
+    """A training run's ``curves.png`` and ``predictions.png``, in ``run_dir``.
+
+    Args:
+        run_dir: the run folder.
+        preview: the run's ``RunPreview`` (``roverlite.train.fit``): ``history`` (the epoch rows of
+            ``metrics.jsonl``) and ``images``, ``masks``, ``predictions`` of the first validation images.
+        data_cfg: class names and colours.
+
+    Returns:
+        The two PNG paths.
+    """
+    run_dir = Path(run_dir)
+    curves = plot_curves(list(preview.history), list(data_cfg.classes), run_dir / "curves.png")
+    grid = plot_predictions(preview.images, preview.masks, preview.predictions, data_cfg, run_dir / "predictions.png")
+    return curves, grid
 
 
 def plot_confusion(cm: Any, class_names: Sequence[str], title: str, path: str | Path) -> Path:

@@ -16,7 +16,7 @@ from typing import Any
 from roverlite.report.deliverable import deliverable_section
 from roverlite.report.html import Image, Section, Table
 from roverlite.report.memory import memory_cells, memory_headers, memory_note
-from roverlite.report.peak import PeakResult
+from roverlite.deploy.peak import PeakResult
 from roverlite.report.tables import RuntimeLatency, VariantRow, format_bytes, format_signed, recommend_runtime
 
 __all__ = ["report_sections"]

@@ -108,7 +108,7 @@ class VariantRow:
         label: the human name shown in the report (``student int8``); ``None``: derived from the
             artifact's sidecar (:mod:`roverlite.report.labels`), else ``name``.
         hazards: per declared hazard, ``{"miss_rate", "false_rate", "traversable", ...}`` measured
-            with the accuracy (:func:`roverlite.train.metrics.hazard_summary`).
+            with the accuracy (:func:`roverlite.core.metrics.hazard_summary`).
         confusion_matrix: the ``(K, K)`` counts behind the accuracy (rows truth, columns
             prediction, in ``per_class_iou``'s class order), for the report's heat map.
     """

@@ -28,10 +28,12 @@ from typing import Any
 import numpy as np
 
 from roverlite.config import Config
+from roverlite.core.metrics import StreamingConfusion
 from roverlite.io import atomic_write_json
 from roverlite.train import fit
+from roverlite.train.evaluate import evaluate_model, worst_first
 from roverlite.train.fit import TrainResult
-from roverlite.train.metrics import StreamingConfusion
+from roverlite.train.runfolder import fold_hint, is_crossval_dir  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
 
@@ -124,22 +126,6 @@ def pool_scores(results: list[dict[str, Any]], cfg: Config) -> dict[str, Any]:
     }
 
 
-def is_crossval_dir(path: str | Path) -> bool:
-    """Whether ``path`` is a folder written by :func:`train_folds` (``fold0/``, no model of its own)."""
-    path = Path(path)
-    return path.is_dir() and (path / "fold0").is_dir() and not (path / "model.h5").exists()
-
-
-def fold_hint(path: str | Path) -> str:
-    """For a "model not found" message: what to pass instead when ``path`` is a cross-validation folder."""
-    if not is_crossval_dir(path):
-        return ""
-    return (
-        f" {str(path)!r} is a cross-validation folder with one model per fold: pass one fold's run folder, "
-        f"e.g. {str(Path(path) / 'fold0')!r}."
-    )
-
-
 def evaluate_folds(run_dir: str | Path, cfg: Config, split: str = "val", per_image: bool = False) -> dict[str, Any]:
     """Re-score a cross-validation folder: each fold's model on its own fold, pooled.
 
@@ -152,8 +138,6 @@ def evaluate_folds(run_dir: str | Path, cfg: Config, split: str = "val", per_ima
     Raises:
         ValueError: ``split`` is not ``val``, ``cfg.data.folds`` is not set, or a fold folder is missing.
     """
-    from roverlite.train.evaluate import evaluate_model, worst_first
-
     if split != "val":
         raise ValueError(
             "A cross-validation folder is scored out of fold: each model on the fold it did not train "

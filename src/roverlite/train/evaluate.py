@@ -10,7 +10,9 @@ from typing import Any
 import numpy as np
 
 from roverlite.config import Config, DataConfig
-from roverlite.train.metrics import StreamingConfusion
+from roverlite.core.metrics import StreamingConfusion
+from roverlite.data.loader import load_split, normalize
+from roverlite.train.runfolder import fold_hint
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +23,6 @@ def predict_masks(model, images: np.ndarray, data_cfg: DataConfig, batch_size: i
     The forward pass and argmax run as one traced graph per model (no eager dispatch per layer:
     1.43x faster for ``unet_s`` at 128x128, batch 16, on 2 idle CPU cores), traced once per model.
     """
-    from roverlite.data.loader import normalize
-
     predict = _graph_argmax(model)
     out = np.empty(images.shape[:3], dtype=np.uint8)
     for start in range(0, len(images), batch_size):
@@ -63,7 +63,7 @@ def evaluate_arrays(
     """Per-class IoU, mIoU over ``data_cfg.eval_classes``, pixel accuracy and confusion matrix.
 
     With ``data_cfg.hazards`` the result also holds ``hazards``: each hazard's miss and
-    false-hazard rate (:func:`roverlite.train.metrics.hazard_summary`).
+    false-hazard rate (:func:`roverlite.core.metrics.hazard_summary`).
 
     With ``ids`` (one per image) the result also holds ``per_image``: each image's own scores,
     worst mIoU first (see :func:`image_scores`), to find the images, or labels, a model gets wrong.
@@ -112,8 +112,7 @@ def load_keras_model(path: str | Path):
     Refuses files whose architecture contains ``Lambda`` layers: loading those would execute
     Python code stored inside the file.
     """
-    from roverlite.train.crossval import fold_hint
-    from roverlite.train.modelfile import load_model_file
+    from roverlite.train.modelfile import load_model_file  # imports TensorFlow
 
     given = Path(path)
     path = given / "model.h5" if given.is_dir() else given
@@ -130,8 +129,6 @@ def evaluate_model(model_path: str | Path, cfg: Config, split: str = "val", per_
 
     ``per_image`` adds each image's scores, worst first (:func:`evaluate_arrays`).
     """
-    from roverlite.data.loader import load_split
-
     model = load_keras_model(model_path)
     expected = (*cfg.data.image_size, cfg.data.channels)
     got = tuple(model.input_shape[1:])

@@ -2,7 +2,10 @@
 
 The run folder holds ``config.yaml`` (resolved), ``splits.json``, ``metrics.jsonl`` (one line per
 finished epoch), ``model.h5`` (best validation mIoU), ``checkpoints/last`` (last finished epoch,
-model + optimiser), ``summary.json``, ``curves.png`` and ``predictions.png``.
+model + optimiser) and ``summary.json``. Training writes numbers only: the plots of a run
+(``curves.png``, ``predictions.png``) are drawn by :func:`roverlite.report.plots.plot_run` from the
+:class:`RunPreview` in the result, and :mod:`roverlite.training` (what ``roverlite train`` calls)
+does both.
 
 Each epoch is one ``model.fit`` call over a dataset shuffled and augmented with a seed derived from
 (train.seed, epoch), so epoch k sees the same batches whether or not the run was resumed before it.
@@ -21,14 +24,39 @@ from typing import Any
 import numpy as np
 
 from roverlite.config import Config, load_config, to_plain
+from roverlite.data.loader import load_split
 from roverlite.io import atomic_write_json, atomic_write_text, ensure_writable_dir
+from roverlite.train.evaluate import evaluate_arrays, predict_masks
 
 log = logging.getLogger(__name__)
 
 
+# Validation images whose predictions by the best model are kept for the run's prediction grid.
+PREVIEW_IMAGES = 6
+
+
+@dataclass(frozen=True)
+class RunPreview:
+    """The numbers a run's plots are drawn from (:func:`roverlite.report.plots.plot_run`).
+
+    Attributes:
+        history: one row per epoch, as in ``metrics.jsonl``.
+        images, masks: the first validation images (uint8 ``(N, H, W, C)``) and their truth.
+        predictions: the best model's class ids for ``images`` (uint8 ``(N, H, W)``).
+    """
+
+    history: tuple[dict[str, Any], ...]
+    images: np.ndarray
+    masks: np.ndarray
+    predictions: np.ndarray
+
+
 @dataclass(frozen=True)
 class TrainResult:
-    """What a finished (or early-stopped) training run produced."""
+    """What a finished (or early-stopped) training run produced.
+
+    ``preview`` holds what the run's plots show; ``None`` on a non-chief worker, which writes nothing.
+    """
 
     run_dir: Path
     model_path: Path
@@ -36,6 +64,7 @@ class TrainResult:
     best_epoch: int
     epochs_run: int
     summary: dict[str, Any]
+    preview: RunPreview | None = None
 
 
 # === Run-folder bookkeeping ===
@@ -153,7 +182,6 @@ def train(
         >>> result.best_miou
     """
     from roverlite._tf import keras
-    from roverlite.data.loader import load_split
     from roverlite.data.pipeline import make_dataset
     from roverlite.train.checkpoint import TrainState, find_checkpoint, load_checkpoint, save_checkpoint
     from roverlite.train.distribute import select_precision, select_strategy, worker_role
@@ -208,7 +236,6 @@ def train(
     elif resume:
         log.warning("no complete checkpoint in %s: starting from epoch 0", ckpt_dir)
 
-    from roverlite.train.evaluate import evaluate_arrays
     from roverlite.train.progress import EpochProgress
 
     model_path = work_dir / "model.h5"
@@ -267,9 +294,10 @@ def train(
             _write_metrics(run_dir, state.history)
 
     summary: dict[str, Any] = {}
+    preview = None
     if role.is_chief:
-        summary = _finish_run(run_dir, cfg, state, val_arrays, model_path, images_seen, fit_seconds)
-    return TrainResult(run_dir, model_path, state.best_miou, state.best_epoch, state.epoch, summary)
+        summary, preview = _finish_run(run_dir, cfg, state, val_arrays, model_path, images_seen, fit_seconds)
+    return TrainResult(run_dir, model_path, state.best_miou, state.best_epoch, state.epoch, summary, preview)
 
 
 def _weight_ema(cfg: Config, model, strategy):
@@ -286,9 +314,9 @@ def _weight_ema(cfg: Config, model, strategy):
     return WeightEMA(model, cfg.train.ema_decay)
 
 
-def _finish_run(run_dir, cfg, state, val_arrays, model_path, images_seen, fit_seconds) -> dict[str, Any]:
-    from roverlite.report.plots import plot_curves, plot_predictions
-    from roverlite.train.evaluate import evaluate_arrays, predict_masks
+def _finish_run(
+    run_dir, cfg, state, val_arrays, model_path, images_seen, fit_seconds
+) -> tuple[dict[str, Any], RunPreview]:
     from roverlite.train.macs import count_macs
     from roverlite.train.modelfile import load_model_file
 
@@ -307,8 +335,7 @@ def _finish_run(run_dir, cfg, state, val_arrays, model_path, images_seen, fit_se
         "model_path": str(model_path),
     }
     atomic_write_json(run_dir / "summary.json", summary)
-    plot_curves(state.history, list(cfg.data.classes), run_dir / "curves.png")
-    k = min(6, len(val_arrays.images))
+    k = min(PREVIEW_IMAGES, len(val_arrays.images))
     pred = predict_masks(best, val_arrays.images[:k], cfg.data)
-    plot_predictions(val_arrays.images[:k], val_arrays.masks[:k], pred, cfg.data, run_dir / "predictions.png")
-    return summary
+    preview = RunPreview(tuple(state.history), val_arrays.images[:k], val_arrays.masks[:k], pred)
+    return summary, preview
