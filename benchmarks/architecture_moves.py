@@ -41,7 +41,7 @@ MODELS = {
 
 def export_all(out: Path) -> dict[str, dict[str, Path]]:
     from roverlite._tf import keras
-    from roverlite.export import export_model
+    from roverlite.export import ExportSettings, export_model
     from roverlite.train.models import create_model
 
     data = DataConfig(image_size=(SIZE, SIZE))
@@ -50,8 +50,8 @@ def export_all(out: Path) -> dict[str, dict[str, Path]]:
     for index, (label, (name, overrides)) in enumerate(MODELS.items()):
         keras.utils.set_random_seed(0)
         model = create_model(name, input_shape=(SIZE, SIZE, 1), num_classes=4, **overrides)
-        results = export_model(model, ["tflite", "tflite_int8"], out, data, calibration_images=calibration,
-                               name=f"m{index}")
+        results = export_model(model, ExportSettings(["tflite", "tflite_int8"], out, data,
+                                                     calibration_images=calibration, name=f"m{index}"))
         paths[label] = {r.format: r.path for r in results}
     return paths
 

@@ -65,8 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     from roverlite.data.loader import cap_images, load_split
     from roverlite.deploy.evaluate import evaluate_artifact
     from roverlite.deploy.segmenter import Segmenter
-    from roverlite.export import export_model
-    from roverlite.export.dataset import export_from_config
+    from roverlite.export import ExportSettings, export_model
     from roverlite.export.source import load_source_model
     from roverlite.export.verify import choose_check_images
     from roverlite.train.evaluate import evaluate_arrays
@@ -76,16 +75,18 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or Path("runs") / "bench" / f"export_check_{name}"
     model = args.teacher / "model.h5"
     started = time.perf_counter()
-    [default] = export_from_config(model, ["tflite_int8"], out / "default", cfg.data, name="teacher")
-    train = load_split(cap_images(cfg.data, 100), "train")  # what export_from_config calibrates on
+    [default] = export_model(model, ExportSettings.from_run(["tflite_int8"], out / "default", cfg.data, name="teacher"))
+    train = load_split(cap_images(cfg.data, 100), "train")  # what ExportSettings.from_run calibrates on
     head = load_split(cap_images(cfg.data, 32), "val")
-    [first] = export_model(model, ["tflite_int8"], out / "first_32", cfg.data, calibration_images=train.images,
-                           check_images=head.images, check_masks=head.masks, name="teacher")
+    [first] = export_model(model, ExportSettings(["tflite_int8"], out / "first_32", cfg.data,
+                                                 calibration_images=train.images, check_images=head.images,
+                                                 check_masks=head.masks, name="teacher"))
     val = load_split(cfg.data, "val")
     chosen = choose_check_images(len(val.ids), default.check["images"])  # the default check's images
-    [broken] = export_model(model, ["tflite_int8"], out / "blank_calibration", cfg.data,
-                            calibration_images=np.zeros_like(train.images), check_images=val.images[chosen],
-                            check_masks=val.masks[chosen], name="teacher")
+    [broken] = export_model(model, ExportSettings(["tflite_int8"], out / "blank_calibration", cfg.data,
+                                                  calibration_images=np.zeros_like(train.images),
+                                                  check_images=val.images[chosen], check_masks=val.masks[chosen],
+                                                  name="teacher"))
     keras = evaluate_arrays(load_source_model(model), val.images, val.masks, cfg.data)
     int8 = evaluate_artifact(Segmenter(default.path), val.images, val.masks)
     record = {

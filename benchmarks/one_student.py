@@ -49,9 +49,10 @@ TARGETS = {
 
 
 def _export_teacher(teacher: Path, out: Path, data_cfg) -> dict[str, Path]:
-    from roverlite.export.dataset import export_from_config
+    from roverlite.export import ExportSettings, export_model
 
-    results = export_from_config(teacher / "model.h5", ["tflite", "tflite_int8"], out, data_cfg, name="teacher")
+    settings = ExportSettings.from_run(["tflite", "tflite_int8"], out, data_cfg, name="teacher")
+    results = export_model(teacher / "model.h5", settings)
     for result in results:
         if not result.passed:
             logging.warning("teacher %s self-check did not pass: %s", result.format, result.check)

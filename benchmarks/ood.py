@@ -254,7 +254,7 @@ def tiny_synthetic_teacher(folder: Path) -> Path:
     from roverlite._tf import keras
     from roverlite.config import Config
     from roverlite.data.loader import load_split, normalize
-    from roverlite.export import export_model
+    from roverlite.export import ExportSettings, export_model
     from roverlite.train.models import create_model
 
     data_cfg = Config.from_dict({"data": {"format": "synthetic", "image_size": [128, 128]}}).data
@@ -264,8 +264,9 @@ def tiny_synthetic_teacher(folder: Path) -> Path:
     model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     masks = np.where(train.masks == 255, 0, train.masks)
     model.fit(normalize(train.images, data_cfg.mean, data_cfg.std), masks, batch_size=16, epochs=8, verbose=0)
-    result = export_model(model, ["tflite_int8"], folder, data_cfg, calibration_images=train.images,
-                          check_images=val.images, check_masks=val.masks, name="ood_tiny_teacher")[0]
+    result = export_model(model, ExportSettings(["tflite_int8"], folder, data_cfg, calibration_images=train.images,
+                                                check_images=val.images, check_masks=val.masks,
+                                                name="ood_tiny_teacher"))[0]
     return result.path
 
 

@@ -65,12 +65,12 @@ print(json.dumps({"frame_bytes": frame.nbytes, "peak_rss_growth_bytes": growth, 
 
 def export_artifact(folder: Path) -> Path:
     from roverlite.config import DataConfig
-    from roverlite.export import export_model
+    from roverlite.export import ExportSettings, export_model
     from roverlite.train.models import create_model
 
     data_cfg = DataConfig(image_size=MODEL_SIZE, color_mode="rgb", mean=(0.5,), std=(0.25,))
     model = create_model("unet_tiny", input_shape=(*MODEL_SIZE, 3), num_classes=4)
-    (result,) = export_model(model, ["tflite"], folder, data_cfg, name="large_frames")
+    (result,) = export_model(model, ExportSettings(["tflite"], folder, data_cfg, name="large_frames"))
     return Path(result.path)
 
 

@@ -4,7 +4,7 @@
     python benchmarks/soak.py --loop jetson --frames 100000 --threads 1      # the same model as ONNX, ORT CPU
     python benchmarks/soak.py --loop pi --artifact exports/unet_xs_tflite_int8.tflite --frames 10000
 
-What runs is the robot's loop, not a re-implementation: ``firmware_examples/edgeloop`` (what
+What runs is the robot's loop, not a re-implementation: ``roverlite.deploy.edgeloop`` (what
 ``raspberry_pi/pi_loop.py`` and ``jetson/jetson_loop.py`` run), with a ``roverlite.deploy.Segmenter``
 built as those scripts build it (``--loop jetson``: the providers from ``jetson_loop.choose_providers``
 for ``cpu``), frames from edgeloop's ``FolderSource`` looping over camera-sized ``.npy`` frames
@@ -329,16 +329,16 @@ def rss_mib() -> float | None:
 def export_student(out_dir: Path, export_format: str) -> Path:
     """Export an untrained ``unet_xs`` as ``export_format`` in ``out_dir`` with roverlite's exporter."""
     from roverlite.config import DataConfig
-    from roverlite.export import export_model
+    from roverlite.export import ExportSettings, export_model
     from roverlite.train.models import create_model
 
     data_cfg = DataConfig(image_size=STUDENT_SIZE, mean=(0.5,), std=(0.25,))
     model = create_model(STUDENT, input_shape=(*STUDENT_SIZE, 1), num_classes=data_cfg.num_classes)
     calibration = np.random.default_rng(0).integers(0, 256, (CALIBRATION_IMAGES, *STUDENT_SIZE, 1), dtype=np.uint8)
-    (result,) = export_model(
-        model, [export_format], out_dir, data_cfg, calibration_images=calibration, name=STUDENT,
+    (result,) = export_model(model, ExportSettings(
+        [export_format], out_dir, data_cfg, calibration_images=calibration, name=STUDENT,
         recipe={"source": "benchmarks/soak.py", "trained": False}, representative_count=CALIBRATION_IMAGES,
-    )
+    ))
     return result.path
 
 
@@ -366,7 +366,7 @@ def write_frames(folder: Path, size_wh: tuple[int, int], count: int = FRAME_FILE
 
 
 def _load_script(relative: str) -> Any:
-    """A firmware script as a module (it puts ``firmware_examples`` on ``sys.path`` itself)."""
+    """A firmware script as a module (it imports ``roverlite.deploy.edgeloop``)."""
     path = FIRMWARE / relative
     spec = importlib.util.spec_from_file_location(f"soak_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
@@ -391,7 +391,7 @@ def make_segmenter(loop: str, artifact: Path, threads: int | None) -> tuple[Any,
 
 def make_thermal(loop: str, work_dir: Path) -> tuple[Any, str]:
     """The loop's thermal monitor: the real one when the host has its source, else a simulated source."""
-    from edgeloop.thermal import SysfsThermalMonitor, VcgencmdMonitor
+    from roverlite.deploy.edgeloop.thermal import SysfsThermalMonitor, VcgencmdMonitor
 
     if loop == "pi":
         monitor = VcgencmdMonitor.if_available(THERMAL_EVERY_S)
@@ -442,7 +442,7 @@ class MaskConsumer:
     """A :class:`edgeloop.publish.UnixSocketPublisher` and a consumer process connected to it."""
 
     def __init__(self, path: Path, classes: Sequence[str]) -> None:
-        from edgeloop.publish import UnixSocketPublisher
+        from roverlite.deploy.edgeloop.publish import UnixSocketPublisher
 
         self.publisher = UnixSocketPublisher(path, classes, include_mask=True)
         self._process = subprocess.Popen([sys.executable, "-c", _CONSUMER, str(path), str(CONSUMER_WAIT_S)],
@@ -594,11 +594,9 @@ def soak(artifact: Path, frames: int, threads: int | None, window: int, frame_si
     ``max_minutes`` stops the loop earlier, at the end of the first window past that time.
     ``extra_publishers`` are added after the mask socket and the mask PNGs (a test plugs a leaking one in here).
     """
-    if str(FIRMWARE) not in sys.path:
-        sys.path.insert(0, str(FIRMWARE))  # edgeloop, found as the loop scripts find it
-    from edgeloop.frames import FolderSource
-    from edgeloop.loop import LoopOptions, StopFlag, run_loop
-    from edgeloop.publish import MaskPngPublisher
+    from roverlite.deploy.edgeloop.frames import FolderSource
+    from roverlite.deploy.edgeloop.loop import LoopOptions, StopFlag, run_loop
+    from roverlite.deploy.edgeloop.publish import MaskPngPublisher
 
     from roverlite.deploy.hostinfo import runtime_version
 

@@ -73,14 +73,14 @@ def export_every_format(out_dir: Path) -> dict[str, Any]:
     Tests use it through the session-scoped ``tiny_exports`` fixture (``conftest.py``), so it runs
     once per pytest process.
     """
-    from roverlite.export import export_model, list_formats
+    from roverlite.export import ExportSettings, export_model, list_formats
 
     calibration, _ = band_scenes(32, seed=1)
     check_images, check_masks = band_scenes(12, seed=2)
     results = export_model(
-        trained_tiny_model(), list_formats(), out_dir, DATA_CFG,
+        trained_tiny_model(), ExportSettings(list_formats(), out_dir, DATA_CFG,
         calibration_images=calibration, check_images=check_images, check_masks=check_masks,
-        name="tiny", recipe={"test": True}, representative_count=32,
+        name="tiny", recipe={"test": True}, representative_count=32)
     )
     return {r.format: r for r in results}
 

@@ -29,6 +29,7 @@ def _load_tool():
 
 
 emulate = _load_tool()
+emulate_host = importlib.import_module("aarch64.host")  # support_problem's platform, shutil, os and _os_release
 
 
 # === The end-to-end check (slow) ===
@@ -64,10 +65,10 @@ def test_emulated_aarch64_bundles_give_the_x86_masks_and_miou_for_litert_and_onn
 @pytest.fixture
 def supported_host(monkeypatch, tmp_path):
     """A host that passes every support check; tests then break one of them."""
-    monkeypatch.setattr(emulate.platform, "system", lambda: "Linux")
-    monkeypatch.setattr(emulate.platform, "machine", lambda: "x86_64")
-    monkeypatch.setattr(emulate.shutil, "which", lambda name: f"/usr/bin/{name}")
-    monkeypatch.setattr(emulate, "_os_release", lambda: {"ID": "debian"})
+    monkeypatch.setattr(emulate_host.platform, "system", lambda: "Linux")
+    monkeypatch.setattr(emulate_host.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(emulate_host.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(emulate_host, "_os_release", lambda: {"ID": "debian"})
     return tmp_path / "cache"
 
 
@@ -76,23 +77,23 @@ def test_supported_host_has_no_problem(supported_host):
 
 
 def test_missing_emulator_is_named_with_the_setup_command(supported_host, monkeypatch):
-    monkeypatch.setattr(emulate.shutil, "which", lambda name: None if name == emulate.QEMU else f"/usr/bin/{name}")
+    monkeypatch.setattr(emulate_host.shutil, "which", lambda name: None if name == emulate.QEMU else f"/usr/bin/{name}")
     problem = emulate.support_problem(supported_host)
     assert "qemu-aarch64-static not found" in problem and "--setup" in problem
 
 
 @pytest.mark.parametrize(("system", "machine"), [("Linux", "aarch64"), ("Darwin", "x86_64"), ("Windows", "AMD64")])
 def test_non_x86_or_non_linux_host_is_refused_naming_it(supported_host, monkeypatch, system, machine):
-    monkeypatch.setattr(emulate.platform, "system", lambda: system)
-    monkeypatch.setattr(emulate.platform, "machine", lambda: machine)
+    monkeypatch.setattr(emulate_host.platform, "system", lambda: system)
+    monkeypatch.setattr(emulate_host.platform, "machine", lambda: machine)
     problem = emulate.support_problem(supported_host)
     assert "x86-64 Linux" in problem and machine in problem
 
 
 def test_host_that_cannot_build_the_userland_is_refused_until_a_cache_exists(supported_host, monkeypatch):
-    monkeypatch.setattr(emulate, "_os_release", lambda: {"ID": "ubuntu"})
+    monkeypatch.setattr(emulate_host, "_os_release", lambda: {"ID": "ubuntu"})
     assert "ID=ubuntu" in emulate.support_problem(supported_host)
-    monkeypatch.setattr(emulate.shutil, "which", lambda name: None if name == "dpkg-deb" else f"/usr/bin/{name}")
+    monkeypatch.setattr(emulate_host.shutil, "which", lambda name: None if name == "dpkg-deb" else f"/usr/bin/{name}")
     assert "dpkg-deb not found" in emulate.support_problem(supported_host)
     supported_host.mkdir()
     (supported_host / "root.json").write_text("{}")  # a cache built elsewhere needs neither
@@ -100,14 +101,14 @@ def test_host_that_cannot_build_the_userland_is_refused_until_a_cache_exists(sup
 
 
 def test_cli_exits_77_with_the_reason_on_an_unsupported_host(supported_host, monkeypatch, capsys):
-    monkeypatch.setattr(emulate.shutil, "which", lambda name: None)
+    monkeypatch.setattr(emulate_host.shutil, "which", lambda name: None)
     assert emulate.main(["--check", "--cache-dir", str(supported_host)]) == emulate.SKIP_EXIT
     assert "skipped: qemu-aarch64-static not found" in capsys.readouterr().err
 
 
 def test_setup_refuses_to_install_without_root(monkeypatch):
-    monkeypatch.setattr(emulate.shutil, "which", lambda name: None if name == emulate.QEMU else f"/usr/bin/{name}")
-    monkeypatch.setattr(emulate.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(emulate_host.shutil, "which", lambda name: None if name == emulate.QEMU else f"/usr/bin/{name}")
+    monkeypatch.setattr(emulate_host.os, "geteuid", lambda: 1000)
     with pytest.raises(emulate.EmulationError, match="needs root"):
         emulate.install_qemu()
 

@@ -12,6 +12,7 @@ from roverlite.config import DataConfig
 from roverlite.deploy import Segmenter, evaluate_artifact, read_sidecar
 from roverlite.export import (
     ExportResult,
+    ExportSettings,
     Tolerances,
     export_model,
     get_format,
@@ -204,7 +205,7 @@ def no_conversion(monkeypatch):
 def test_bad_representative_set_raises_before_conversion(tmp_path, no_conversion, fmt, calibration, message):
     out = tmp_path / "out"
     with pytest.raises(ValueError, match=message):
-        export_model(trained_tiny_model(), [fmt], out, DATA_CFG, calibration_images=calibration)
+        export_model(trained_tiny_model(), ExportSettings([fmt], out, DATA_CFG, calibration_images=calibration))
     assert not out.exists()
 
 
@@ -222,29 +223,31 @@ def test_converters_refuse_bad_calibration_arrays_directly(no_conversion, conver
 
 def test_unknown_format_suggests_the_closest_name(tmp_path, no_conversion):
     with pytest.raises(ValueError, match='Unknown export format.*Received: \'tflite_int9\'. Did you mean "tflite_int8"'):
-        export_model(trained_tiny_model(), ["tflite", "tflite_int9"], tmp_path, DATA_CFG)
+        export_model(trained_tiny_model(), ExportSettings(["tflite", "tflite_int9"], tmp_path, DATA_CFG))
     with pytest.raises(ValueError, match='Did you mean "onnx_int8"'):
         get_format("onnx-int8")
 
 
 def test_duplicate_or_empty_format_list_is_refused(tmp_path, no_conversion):
     with pytest.raises(ValueError, match="more than once"):
-        export_model(trained_tiny_model(), ["onnx", "onnx"], tmp_path, DATA_CFG)
+        export_model(trained_tiny_model(), ExportSettings(["onnx", "onnx"], tmp_path, DATA_CFG))
     with pytest.raises(ValueError, match="at least one"):
-        export_model(trained_tiny_model(), [], tmp_path, DATA_CFG)
+        export_model(trained_tiny_model(), ExportSettings([], tmp_path, DATA_CFG))
 
 
 def test_model_that_does_not_match_the_data_config_is_refused(tmp_path, no_conversion):
     with pytest.raises(ValueError, match=r"Expected \(H, W, C\)=\(64, 64, 1\).*Received: \(32, 32, 1\)"):
-        export_model(trained_tiny_model(), ["tflite"], tmp_path, DataConfig(image_size=(64, 64)))
+        export_model(trained_tiny_model(), ExportSettings(["tflite"], tmp_path, DataConfig(image_size=(64, 64))))
     with pytest.raises(ValueError, match="Expected one output with 3 logits"):
-        export_model(trained_tiny_model(), ["tflite"], tmp_path, DataConfig(image_size=(32, 32), classes=("a", "b", "c")))
+        export_model(trained_tiny_model(), ExportSettings(
+            ["tflite"], tmp_path, DataConfig(image_size=(32, 32), classes=("a", "b", "c"))))
 
 
 def test_check_masks_must_match_check_images(tmp_path, no_conversion):
     images, masks = band_scenes(4, seed=5)
     with pytest.raises(ValueError, match="Wrong check_masks"):
-        export_model(trained_tiny_model(), ["tflite"], tmp_path, DATA_CFG, check_images=images, check_masks=masks[:2])
+        export_model(trained_tiny_model(), ExportSettings(
+            ["tflite"], tmp_path, DATA_CFG, check_images=images, check_masks=masks[:2]))
 
 
 # === A failed self-check keeps the artifact ===
@@ -255,8 +258,8 @@ def test_failed_self_check_still_writes_the_artifact_and_warns(tmp_path, caplog)
     images, masks = band_scenes(2, seed=4)
     with caplog.at_level(logging.WARNING, logger="roverlite.export"):
         [result] = export_model(
-            trained_tiny_model(), ["onnx"], tmp_path, DATA_CFG, check_images=images, check_masks=masks,
-            name="strict", tolerances=strict,
+            trained_tiny_model(), ExportSettings(["onnx"], tmp_path, DATA_CFG, check_images=images, check_masks=masks,
+            name="strict", tolerances=strict)
         )
     assert result.passed is False and result.path.is_file()
     assert any("max abs logit error" in f for f in result.check["failures"])
@@ -280,16 +283,15 @@ def test_cli_entry_points_export_evaluate_and_bundle_a_model_file(tmp_path):
     from roverlite.export.dataset import (
         bundle_from_split,
         evaluate_artifact_on_split,
-        export_from_config,
     )
     from roverlite.train.modelfile import save_model_file
 
     model_file = save_model_file(trained_tiny_model(), tmp_path / "run" / "model.h5")
     data_cfg = dataclasses.replace(DATA_CFG, synthetic_count=8)
-    results = export_from_config(
-        tmp_path / "run", ["onnx", "tflite_int8"], tmp_path / "exports", data_cfg,
-        max_check_images=3, representative_count=4,
+    settings = ExportSettings.from_run(
+        ["onnx", "tflite_int8"], tmp_path / "exports", data_cfg, max_check_images=3, representative_count=4,
     )
+    results = export_model(tmp_path / "run", settings)
     assert [r.format for r in results] == ["onnx", "tflite_int8"]
     sidecar = read_sidecar(results[1].path)
     assert sidecar.source_sha256 == sha256_file(model_file) and sidecar.source_path == str(model_file.resolve())
@@ -313,7 +315,8 @@ def test_quantization_aware_model_exports_to_int8_tflite_keeping_its_learnt_rang
     qat = tfmot.quantization.keras.quantize_model(trained_tiny_model())
     images, masks = band_scenes(4, seed=6)
     [result] = export_model(
-        qat, ["tflite_int8"], tmp_path, DATA_CFG, calibration_images=images, check_images=images, check_masks=masks
+        qat, ExportSettings(["tflite_int8"], tmp_path, DATA_CFG, calibration_images=images, check_images=images,
+                            check_masks=masks)
     )
     assert result.passed, result.check
     # The int8 model runs (up to rounding steps) what the fake-quant graph simulates.
@@ -367,7 +370,7 @@ def test_reexport_killed_during_its_renames_leaves_a_pair_the_reader_takes_and_t
 
     monkeypatch.setattr(rio.os, "replace", replace)
     with pytest.raises(_Killed):
-        export_model(_other_model(), ["tflite"], out, DATA_CFG, check_images=images, name="tiny")
+        export_model(_other_model(), ExportSettings(["tflite"], out, DATA_CFG, check_images=images, name="tiny"))
     monkeypatch.undo()
 
     new_sha = sha256_file(artifact)
@@ -380,7 +383,7 @@ def test_reexport_killed_during_its_renames_leaves_a_pair_the_reader_takes_and_t
     assert load_verified(artifact)[0].sha256 == new_sha
     assert Segmenter(artifact).predict(images[0]).shape == (SIZE, SIZE)
 
-    (result,) = export_model(_other_model(), ["tflite"], out, DATA_CFG, check_images=images, name="tiny")
+    (result,) = export_model(_other_model(), ExportSettings(["tflite"], out, DATA_CFG, check_images=images, name="tiny"))
     assert not pending.exists()  # finished (or dropped) before the new export, then replaced whole
     assert read_sidecar(artifact).sha256 == sha256_file(artifact) == result.sha256
     assert sorted(p.name for p in out.iterdir()) == sorted([artifact.name, sidecar.name])

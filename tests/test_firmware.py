@@ -561,9 +561,7 @@ def test_throttle_bits_decode_as_documented():
 
 
 def _load_edgeloop(name: str):
-    if str(FIRMWARE) not in sys.path:
-        sys.path.insert(0, str(FIRMWARE))
-    return importlib.import_module(f"edgeloop.{name}")
+    return importlib.import_module(f"roverlite.deploy.edgeloop.{name}")
 
 
 # === TFLite-Micro c_array ===

@@ -84,6 +84,45 @@ def test_black_saturated_and_nan_frames_are_flagged_and_say_why():
     assert broken.flagged and broken.feature == "non_finite" and broken.to_dict()["score"] is None
 
 
+def test_scoring_reads_the_fixed_pixel_grid_chosen_at_calibration():
+    monitor, x, logits = _synthetic_monitor()
+    assert (monitor.stride, monitor.logit_stride) == (1, 2)  # 32x32 frames: every row, every 2nd logit row/column
+    again = OodMonitor.from_dict(json.loads(json.dumps(monitor.to_dict())))
+    np.testing.assert_array_equal(again.feature_values(x, logits), monitor.feature_values(x, logits))
+    big = OodCollector(mean=(0.5,), std=(0.25,))
+    rng = np.random.default_rng(5)
+    frames = [(((rng.integers(60, 200, (128, 128, 1)) / 255 - 0.5) / 0.25).astype(np.float32),
+               rng.normal(0, 3, (128, 128, 4)).astype(np.float32)) for _ in range(MIN_CALIBRATION_IMAGES)]
+    for frame in frames:
+        big.add(*frame)
+    grid = big.finish()
+    x, logits = frames[0]
+    before = grid.feature_values(x, logits)
+    off_grid_x, off_grid_logits = x.copy(), logits.copy()
+    off_grid_x[1::grid.stride] = 2.0  # rows the monitor never reads
+    off_grid_logits[1::grid.logit_stride, 1::grid.logit_stride] = np.nan
+    np.testing.assert_array_equal(grid.feature_values(off_grid_x, off_grid_logits), before)
+    on_grid_x = x.copy()
+    on_grid_x[:: grid.stride] = 2.0  # the rows it reads: saturated
+    assert dict(zip(grid.features, grid.feature_values(on_grid_x, logits)))["saturated"] == 1.0
+    assert grid.score(on_grid_x, logits).flagged
+
+
+def test_pixel_features_equal_a_direct_computation_on_the_sampled_rows():
+    monitor, _, logits = _synthetic_monitor()
+    rng = np.random.default_rng(3)
+    levels = rng.integers(0, 256, (32, 32, 1))
+    x = ((levels / 255 - 0.5) / 0.25).astype(np.float32)
+    values = dict(zip(monitor.features, monitor.feature_values(x, logits)))
+    rows = levels[:: monitor.stride].astype(np.float64)
+    assert values["brightness"] == pytest.approx(rows.mean(), abs=1e-6)
+    assert values["contrast"] == pytest.approx(rows.std(), abs=1e-4)
+    assert values["sharpness"] == pytest.approx(np.abs(np.diff(rows, axis=1)).mean(), abs=1e-3)
+    assert values["black"] == pytest.approx((rows <= 5).mean()) and values["saturated"] == pytest.approx((rows >= 250).mean())
+    shares = np.bincount((rows // 16).astype(int).ravel(), minlength=16) / rows.size
+    assert values["histogram"] == pytest.approx(0.5 * np.abs(shares - monitor.histogram_reference).sum())
+
+
 def test_too_few_calibration_frames_give_no_monitor():
     collector = OodCollector(mean=(0.5,), std=(0.25,))
     for _ in range(MIN_CALIBRATION_IMAGES - 1):

@@ -437,3 +437,25 @@ def test_recipe_files_refuse_aliases_and_duplicate_keys_and_read_yaml_12_numbers
     twice.write_text("name: r\nname: s\nsteps:\n  - qat: {epochs: 1}\n")
     with pytest.raises(ConfigError, match="name"):
         load_recipe(twice)
+
+
+def test_every_step_kind_is_one_registered_class_and_a_kind_registers_once():
+    from roverlite.compress._registry import STEP_TYPES, register_step
+    from roverlite.compress.recipe import STEP_KINDS
+
+    assert STEP_KINDS == ("distill", "prune", "structured", "qat", "export")
+    assert all(cls.kind == kind and callable(cls.run) for kind, cls in STEP_TYPES.items())
+    with pytest.raises(ValueError, match="registered once.*'prune'"):
+        register_step("prune")(type("Again", (), {}))
+
+
+def test_hard_loss_is_one_type_validated_once_for_every_training_step():
+    from roverlite.compress._registry import HardLoss, TrainingStep
+    from roverlite.compress.recipe import STEP_TYPES
+
+    training = [cls for cls in STEP_TYPES.values() if issubclass(cls, TrainingStep)]
+    assert sorted(cls.kind for cls in training) == ["distill", "prune", "qat", "structured"]
+    step = PruneStep(loss={"cross_entropy": 1, "dice": 2}, class_weighting="median")
+    assert step.hard_loss == HardLoss("median", {"cross_entropy": 1.0, "dice": 2.0}, "prune")
+    with pytest.raises(ValueError, match="Expected qat.class_weighting in .*Received: 'medain'.*median"):
+        QatStep(class_weighting="medain")

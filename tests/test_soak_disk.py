@@ -15,13 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-FIRMWARE = Path(__file__).resolve().parents[1] / "firmware_examples"
-
-
 def _edgeloop(name: str):
-    if str(FIRMWARE) not in sys.path:
-        sys.path.insert(0, str(FIRMWARE))
-    return importlib.import_module(f"edgeloop.{name}")
+    return importlib.import_module(f"roverlite.deploy.edgeloop.{name}")
 
 
 def _frame(index: int):

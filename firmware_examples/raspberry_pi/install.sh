@@ -108,8 +108,8 @@ fi
 
 # --- Loop scripts and service ------------------------------------------------------------------
 say "loop scripts -> $PREFIX/app"
+# The loop itself (roverlite.deploy.edgeloop) travels inside every bundle; only the entry script is copied.
 rm -rf "$PREFIX/app/edgeloop" "$PREFIX/app/raspberry_pi"
-cp -a "$HERE/../edgeloop" "$PREFIX/app/edgeloop"
 mkdir -p "$PREFIX/app/raspberry_pi"
 cp -a "$HERE/pi_loop.py" "$PREFIX/app/raspberry_pi/"
 chown -R root:root "$PREFIX/app"

@@ -24,10 +24,30 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # firmware_examples/ holds edgeloop/
 
-from edgeloop import app  # needs the path above
-from edgeloop.thermal import VcgencmdMonitor
+def _bundle_first(argv: list[str]) -> None:
+    """Put a ``--bundle`` folder first on ``sys.path``, so its own ``roverlite.deploy`` (the loop included) runs.
+
+    Done before ``roverlite`` is imported: on the robot the bundle's copy is often the only one, and
+    it must win over an installed ``roverlite`` too, as the bundle's ``run.py`` does.
+    """
+    for i, arg in enumerate(argv):
+        if arg == "--bundle" and i + 1 < len(argv):
+            folder = argv[i + 1]
+        elif arg.startswith("--bundle="):
+            folder = arg.partition("=")[2]
+        else:
+            continue
+        if (Path(folder) / "bundle.json").is_file():
+            sys.path.insert(0, str(Path(folder).resolve()))
+            return
+
+
+if __name__ == "__main__":
+    _bundle_first(sys.argv[1:])
+
+from roverlite.deploy.edgeloop import app  # noqa: E402  (after _bundle_first)
+from roverlite.deploy.edgeloop.thermal import VcgencmdMonitor  # noqa: E402
 
 SOURCES = ("auto", "picamera2", "opencv", "folder")
 

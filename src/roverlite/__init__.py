@@ -42,6 +42,7 @@ _LAZY = {
     "Recipe": "roverlite.compress",
     "GateError": "roverlite.compress",
     "export_model": "roverlite.export",
+    "ExportSettings": "roverlite.export",
     "Segmenter": "roverlite.deploy",
     "make_bundle": "roverlite.deploy",
     "run_pipeline": "roverlite.pipeline",

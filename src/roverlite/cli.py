@@ -249,22 +249,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from roverlite.export.micro import export_with_c_array
+    from roverlite.export import ExportSettings, export_model
 
     model = Path(args.model)
     cfg = _run_config(args, model, _data_overrides(args.calibration_data))
-    results = export_with_c_array(
-        model if not model.is_dir() else model / "model.h5",
+    settings = ExportSettings.from_run(
         args.format,
         args.out,
         cfg.data,
         max_check_images=args.check_images,
+        progress=not args.quiet,
         representative_count=args.representative_count,
         int8_io=not args.float_io,
         name=args.name,
         recipe={"source": "roverlite export", "model": cfg.model.name},
-        progress=not args.quiet,
     )
+    results = export_model(model if not model.is_dir() else model / "model.h5", settings)
     width = max(len(r.format) for r in results)
     for r in results:
         status = "ok" if r.passed else "CHECK FAILED"

@@ -333,14 +333,15 @@ def _adopt_compressed(source: Path, teacher_model: Path, out: Path) -> dict[str,
 
 
 def _stage_export(cfg: Config, run_dir: Path, progress: bool) -> dict[str, Any]:
-    from roverlite.export.dataset import export_from_config
+    from roverlite.export import ExportSettings, export_model
 
     from roverlite.io import sha256_file
 
     model = run_dir / "teacher" / "model.h5"
     recipe = {"source": "roverlite pipeline", "model": cfg.model.name, "role": "teacher",
               "source_model": {"path": str(model), "sha256": sha256_file(model)}}
-    results = export_from_config(model, TEACHER_FORMATS, run_dir / "exports", cfg.data, recipe=recipe, progress=progress)
+    settings = ExportSettings.from_run(TEACHER_FORMATS, run_dir / "exports", cfg.data, progress=progress, recipe=recipe)
+    results = export_model(model, settings)
     failed = [r.format for r in results if not r.passed]
     return {"artifacts": [str(r.path) for r in results], "failed_checks": failed}
 

@@ -41,7 +41,12 @@ each error giving its reason:
   convert to a QDQ graph that a float self-check cannot judge).
 
 :func:`roverlite.compress.runner.run_recipe` runs a recipe on a teacher (see its docstring for the
-output folder); :mod:`roverlite.compress.steps` holds what each step does to the model.
+output folder). Each step class is registered with
+:func:`~roverlite.compress._registry.register_step` and does its work in ``run(model, ctx)``
+(the training bodies and the shared fine-tuning set-up are in :mod:`roverlite.compress.steps`);
+its class attributes (``produces_model``, ``ends_chain``, ``once``, ``needs_float_model``,
+``quantizes``) give the order rules and the runner's generic save/export path, and every
+training step's ``class_weighting``/``loss`` are one :class:`HardLoss`, validated once.
 
 Example:
     >>> from roverlite.compress import run_recipe
@@ -58,21 +63,25 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any, ClassVar
 
+from roverlite.compress._registry import STEP_TYPES, HardLoss, StepBase, StepContext, TrainingStep, register_step
 from roverlite.compress.gate import GateConfig
-from roverlite.config import CLASS_WEIGHTINGS, ConfigError, check_loss_terms, did_you_mean, from_plain, to_plain
+from roverlite.config import ConfigError, ModelConfig, did_you_mean, from_plain, to_plain
 
 __all__ = [
     "STEP_KINDS",
+    "STEP_TYPES",
     "DistillStep",
     "ExportStep",
+    "HardLoss",
     "PruneStep",
     "QatStep",
     "Recipe",
+    "StepContext",
     "StructuredStep",
     "load_recipe",
+    "register_step",
 ]
 
 logger = logging.getLogger(__name__)
@@ -83,8 +92,9 @@ _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # === Steps ===
 
 
+@register_step("distill")
 @dataclass(frozen=True)
-class DistillStep:
+class DistillStep(TrainingStep):
     """Train a fresh student preset to match the current model (the frozen teacher).
 
     Attributes:
@@ -98,8 +108,6 @@ class DistillStep:
         class_weighting, loss: this step's hard loss (see "Hard loss" in the module docstring).
         learning_rate: peak rate (default: the run's ``train.learning_rate``).
     """
-
-    kind: ClassVar[str] = "distill"
 
     student: str = ""
     student_overrides: Mapping[str, Any] = field(default_factory=dict)
@@ -123,14 +131,31 @@ class DistillStep:
         object.__setattr__(self, "student_overrides", dict(self.student_overrides))
         _check_count(self.epochs, "distill.epochs", 1)
         _check_rate(self.learning_rate, "distill.learning_rate")
-        _check_hard_loss(self, "distill")
+        self._check_hard_loss()
         from roverlite.compress.distill import DistillConfig
 
         DistillConfig(temperature=self.temperature, alpha=self.alpha, feature_weight=self.feature_weight)
 
+    needs_float_model: ClassVar[bool] = True
 
+    def run(self, model: Any, ctx: StepContext) -> tuple[Any, dict[str, Any]]:
+        """Train a fresh student against ``model`` (the frozen teacher); see ``steps.run_distill``."""
+        from roverlite.compress import steps
+
+        return steps.run_distill(self, model, ctx.training, ctx.index)
+
+    def preflight(self) -> None:
+        from roverlite.train.models import model_args
+
+        model_args(self.student, **dict(self.student_overrides))
+
+    def model_config(self, current: ModelConfig, details: Mapping[str, Any]) -> ModelConfig:
+        return ModelConfig(name=self.student, overrides=dict(self.student_overrides))
+
+
+@register_step("prune")
 @dataclass(frozen=True)
-class PruneStep:
+class PruneStep(TrainingStep):
     """Magnitude pruning during fine-tuning (:mod:`roverlite.compress.prune`), then strip.
 
     Attributes:
@@ -141,8 +166,6 @@ class PruneStep:
         learning_rate: peak rate (default: a tenth of ``train.learning_rate``).
         class_weighting, loss: this step's hard loss (see "Hard loss" in the module docstring).
     """
-
-    kind: ClassVar[str] = "prune"
 
     target_sparsity: float = 0.5
     epochs: int = 2
@@ -158,7 +181,7 @@ class PruneStep:
         object.__setattr__(self, "skip_layers", tuple(self.skip_layers))
         _check_count(self.epochs, "prune.epochs", 1)
         _check_rate(self.learning_rate, "prune.learning_rate")
-        _check_hard_loss(self, "prune")
+        self._check_hard_loss()
         from roverlite.compress.prune import PruneConfig
 
         PruneConfig(
@@ -166,9 +189,18 @@ class PruneStep:
             end_fraction=self.end_fraction, skip_layers=self.skip_layers,
         )
 
+    needs_float_model: ClassVar[bool] = True
 
+    def run(self, model: Any, ctx: StepContext) -> tuple[Any, dict[str, Any]]:
+        """Magnitude-prune while fine-tuning, then strip; see ``steps.run_prune``."""
+        from roverlite.compress import steps
+
+        return steps.run_prune(self, model, ctx.training, ctx.index)
+
+
+@register_step("structured")
 @dataclass(frozen=True)
-class StructuredStep:
+class StructuredStep(TrainingStep):
     """Filter pruning into a thinner dense U-Net (:mod:`roverlite.compress.structured`), then fine-tune.
 
     Attributes:
@@ -204,8 +236,6 @@ class StructuredStep:
             ``distill``); needs ``alpha > 0``.
         class_weighting, loss: this step's hard loss (see "Hard loss" in the module docstring).
     """
-
-    kind: ClassVar[str] = "structured"
 
     keep_ratio: Any = None
     latency_ratio: float | None = None
@@ -243,7 +273,7 @@ class StructuredStep:
             raise ConfigError(f"Expected structured.decoder null or 'nearest'. Received: {self.decoder!r}."
                               + did_you_mean(str(self.decoder), ("nearest",)))
         _check_rate(self.learning_rate, "structured.learning_rate")
-        _check_hard_loss(self, "structured")
+        self._check_hard_loss()
         from roverlite.compress.distill import DistillConfig
 
         DistillConfig(temperature=self.temperature, alpha=self.alpha)
@@ -258,9 +288,21 @@ class StructuredStep:
                 f"Received: alpha={self.alpha}."
             )
 
+    needs_float_model: ClassVar[bool] = True
 
+    def run(self, model: Any, ctx: StepContext) -> tuple[Any, dict[str, Any]]:
+        """Remove filters per level, then fine-tune; see ``steps.run_structured``."""
+        from roverlite.compress import steps
+
+        return steps.run_structured(self, model, ctx.training, ctx.index)
+
+    def model_config(self, current: ModelConfig, details: Mapping[str, Any]) -> ModelConfig:
+        return ModelConfig(name=current.name, overrides={**current.overrides, **details["unet_overrides"]})
+
+
+@register_step("qat")
 @dataclass(frozen=True)
-class QatStep:
+class QatStep(TrainingStep):
     """Quantization-aware training (:mod:`roverlite.compress.qat`); the model stays QAT-wrapped.
 
     Attributes:
@@ -269,8 +311,6 @@ class QatStep:
         learning_rate: peak rate (default: a tenth of ``train.learning_rate``).
         class_weighting, loss: this step's hard loss (see "Hard loss" in the module docstring).
     """
-
-    kind: ClassVar[str] = "qat"
 
     epochs: int = 2
     preserve_sparsity: bool = False
@@ -281,11 +321,24 @@ class QatStep:
     def __post_init__(self) -> None:
         _check_count(self.epochs, "qat.epochs", 1)
         _check_rate(self.learning_rate, "qat.learning_rate")
-        _check_hard_loss(self, "qat")
+        self._check_hard_loss()
+
+    once: ClassVar[bool] = True
+    quantizes: ClassVar[bool] = True
+
+    def run(self, model: Any, ctx: StepContext) -> tuple[Any, dict[str, Any]]:
+        """Wrap for QAT and fine-tune; see ``steps.run_qat``."""
+        from roverlite.compress import steps
+
+        return steps.run_qat(self, model, ctx.training, ctx.index)
+
+    def source_details(self) -> dict[str, Any]:
+        return {"preserve_sparsity": self.preserve_sparsity}
 
 
+@register_step("export")
 @dataclass(frozen=True)
-class ExportStep:
+class ExportStep(StepBase):
     """Export the current model to each format (``roverlite.export``); the gate judges every artifact.
 
     Attributes:
@@ -295,8 +348,6 @@ class ExportStep:
         check_images: validation images of the export's own self-check: all of them up to this
             many, else a seeded subset (``roverlite.export.verify.choose_check_images``).
     """
-
-    kind: ClassVar[str] = "export"
 
     formats: tuple[str, ...] = ("tflite_int8",)
     int8_io: bool = True
@@ -317,14 +368,19 @@ class ExportStep:
         _check_count(self.representative_count, "export.representative_count", 1)
         _check_count(self.check_images, "export.check_images", 1)
 
+    produces_model: ClassVar[bool] = False
+    ends_chain: ClassVar[bool] = True
+
+    def run(self, model: Any, ctx: StepContext) -> tuple[Any, dict[str, Any]]:
+        """Nothing to do to the model: the runner exports it in :meth:`export_settings`' formats."""
+        return model, {}
+
+    def export_settings(self, quantized: bool) -> ExportStep:
+        return self
+
 
 Step = DistillStep | PruneStep | StructuredStep | QatStep | ExportStep
-STEP_TYPES: Mapping[str, type] = MappingProxyType(
-    {cls.kind: cls for cls in (DistillStep, PruneStep, StructuredStep, QatStep, ExportStep)}
-)
 STEP_KINDS = tuple(STEP_TYPES)
-# Steps that train the weights of a plain model: none can take a QAT-wrapped one.
-_BEFORE_QAT_ONLY = ("distill", "prune", "structured")
 
 
 # === Recipe ===
@@ -462,31 +518,34 @@ def _parse_step(item: Any, index: int) -> Step:
 
 
 def _check_order(steps: tuple[Step, ...]) -> None:
-    qat_at = export_at = None
+    """The chain rules, read from each step class's attributes (see ``_registry.StepBase``)."""
+    quantized_at = end_at = None
+    seen: dict[str, int] = {}
     for i, step in enumerate(steps):
         if not isinstance(step, tuple(STEP_TYPES.values())):
             raise ConfigError(
-                f"Expected recipe steps of kinds {list(STEP_KINDS)}. Received: {type(step).__name__} at steps[{i}]."
+                f"Expected recipe steps of kinds {list(STEP_TYPES)}. Received: {type(step).__name__} at steps[{i}]."
             )
-        if export_at is not None and step.kind != "export":
+        if end_at is not None and step.kind != steps[end_at].kind:
             raise ConfigError(
-                f"Step steps[{i}] ({step.kind}) comes after the export at steps[{export_at}]. Expected nothing after "
+                f"Step steps[{i}] ({step.kind}) comes after the export at steps[{end_at}]. Expected nothing after "
                 "an export except another export: the export ends the chain, and its artifacts are what ships."
             )
-        if step.kind == "qat" and qat_at is not None:
+        if step.once and step.kind in seen:
             raise ConfigError(
-                f"Expected qat at most once. Received: a second qat at steps[{i}] (the first is steps[{qat_at}]); "
-                "its model is already quantization-wrapped."
+                f"Expected {step.kind} at most once. Received: a second {step.kind} at steps[{i}] (the first is "
+                f"steps[{seen[step.kind]}]); its model is already quantization-wrapped."
             )
-        if step.kind in _BEFORE_QAT_ONLY and qat_at is not None:
+        if step.needs_float_model and quantized_at is not None:
             raise ConfigError(
-                f"Step steps[{i}] ({step.kind}) comes after qat at steps[{qat_at}]. Expected prune, structured and "
+                f"Step steps[{i}] ({step.kind}) comes after qat at steps[{quantized_at}]. Expected prune, structured and "
                 "distill before qat: a QAT-wrapped model cannot be pruned or distilled (strip or convert it first)."
             )
-        if step.kind == "export" and qat_at is not None:
+        if step.ends_chain and quantized_at is not None:
             _check_qat_formats(step, i)
-        qat_at = i if step.kind == "qat" else qat_at
-        export_at = i if step.kind == "export" and export_at is None else export_at
+        seen.setdefault(step.kind, i)
+        quantized_at = i if step.quantizes else quantized_at
+        end_at = i if step.ends_chain and end_at is None else end_at
 
 
 def _check_qat_formats(step: ExportStep, index: int) -> None:
@@ -508,19 +567,6 @@ def _check_count(value: Any, where: str, minimum: int) -> None:
 def _check_rate(value: Any, where: str) -> None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
         raise ConfigError(f"Expected {where} > 0 or null (the step's default). Received: {value!r}.")
-
-
-def _check_hard_loss(step: Any, kind: str) -> None:
-    """Refuse a bad ``class_weighting`` or ``loss`` of a training step; store the loss weights as floats."""
-    weighting = step.class_weighting
-    if weighting is not None and weighting not in CLASS_WEIGHTINGS:
-        raise ConfigError(
-            f"Expected {kind}.class_weighting in {CLASS_WEIGHTINGS} or null (the run's train.class_weighting). "
-            f"Received: {weighting!r}." + did_you_mean(str(weighting), CLASS_WEIGHTINGS)
-        )
-    if step.loss is not None:
-        check_loss_terms(step.loss, f"{kind}.loss")
-        object.__setattr__(step, "loss", {name: float(weight) for name, weight in step.loss.items()})
 
 
 def _check_latency_target(step: Any) -> None:

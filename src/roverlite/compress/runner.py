@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from roverlite.compress.gate import GateError, GateReport, gate_artifact, raise_if_failed, write_gate
+from roverlite.compress._registry import StepContext
 from roverlite.compress.recipe import ExportStep, Recipe, Step, load_recipe
 from roverlite.config import Config, ConfigError, ModelConfig, load_config
 from roverlite.io import atomic_write_json, ensure_writable_dir, sha256_file
@@ -255,18 +256,18 @@ class _Run:
     def start(self, model: Any, model_file: Path | None) -> _State:
         """Export and score the teacher: the reference every gate compares with."""
         from roverlite.deploy.evaluate import evaluate_artifact
-        from roverlite.export import export_model
+        from roverlite.export import ExportSettings, export_model
         from roverlite.train.modelfile import save_model_file
 
         folder = self.out / "0_teacher"
         if model_file is None:  # an in-memory teacher gets a file, so sidecars can name its hash
             model_file = save_model_file(model, folder / "model.h5")
         state = _State(model, model_file, self.cfg.model, _cost(model), _file_source(model_file))
-        exported = export_model(
-            model_file, ["tflite"], folder, self.cfg.data, check_images=self.val.images[:32],
+        exported = export_model(model_file, ExportSettings(
+            ["tflite"], folder, self.cfg.data, check_images=self.val.images[:32],
             check_masks=self.val.masks[:32], name=f"{self.recipe.name}-0-teacher",
             recipe=self._provenance(0, "teacher", state), cost=state.cost,
-        )[0]
+        ))[0]
         if not exported.passed:
             logger.warning("teacher float TFLite failed its self-check: %s", exported.check.get("failures"))
         evaluation = evaluate_artifact(exported.path, self.val.images, self.val.masks)
@@ -283,27 +284,23 @@ class _Run:
 
     def step(self, index: int, step: Step, state: _State) -> _State:
         """Run, save, export and gate one step; returns the state after it."""
-        from roverlite.compress.steps import STEP_RUNNERS
-
         name = f"{index}_{step.kind}"
         folder = self.out / name
         started = time.perf_counter()
         logger.info("step %d/%d: %s", index, len(self.recipe.steps), step.kind)
-        details: dict[str, Any] = {}
-        if isinstance(step, ExportStep):
-            settings = step
-        else:
-            model, details = STEP_RUNNERS[step.kind](step, state.model, self.fine_tune, index)
+        ctx = StepContext(index=index, out_dir=self.out, fine_tune=lambda: self.fine_tune)
+        model, details = step.run(state.model, ctx)
+        if step.produces_model:
             state = self._save(step, model, state, folder, details)
-            settings = ExportStep(formats=("tflite_int8",) if state.weights_path else ("tflite",))
+        settings = step.export_settings(quantized=state.weights_path is not None)
         exported = self._export(state, settings, folder, index, step.kind)
         reports = tuple(self._gate(result, state, settings, name) for result in exported)
         write_gate(folder / "gate.json", name, reports)
         self.results.append(
             StepResult(
                 index=index, kind=step.kind, dir=folder,
-                model_path=state.path if not isinstance(step, ExportStep) else None,
-                weights_path=state.weights_path if step.kind == "qat" else None,
+                model_path=state.path if step.produces_model else None,
+                weights_path=state.weights_path if step.produces_model and step.quantizes else None,
                 seconds=time.perf_counter() - started, cost=state.cost,
                 artifacts=tuple(_artifact_row(r, g, state.cost) for r, g in zip(exported, reports)),
                 gate=reports, details=details,
@@ -324,26 +321,23 @@ class _Run:
     # --- helpers ---
 
     def _save(self, step: Step, model: Any, state: _State, folder: Path, details: Mapping[str, Any]) -> _State:
+        """Save the step's model: weights only once QAT-wrapped, else HDF5 with the config that rebuilds it."""
         from roverlite.train.modelfile import save_model_file
 
-        if step.kind == "qat":
+        if step.quantizes:
             weights = _save_weights(model, folder / "model.weights.h5")
             source = {
                 "kind": "qat_weights", **_file_source(weights), "architecture": dict(state.source),
-                "preserve_sparsity": step.preserve_sparsity,
+                **step.source_details(),
             }
             return _State(model, None, state.model_cfg, state.cost, source, weights)
-        model_cfg = state.model_cfg
-        if step.kind == "distill":
-            model_cfg = ModelConfig(name=step.student, overrides=dict(step.student_overrides))
-        elif step.kind == "structured":
-            model_cfg = ModelConfig(name=model_cfg.name, overrides={**model_cfg.overrides, **details["unet_overrides"]})
+        model_cfg = step.model_config(state.model_cfg, details)
         path = save_model_file(model, folder / "model.h5")
         self.cfg.replace(model=model_cfg).to_yaml(folder / "config.yaml")
         return _State(model, path, model_cfg, _cost(model), _file_source(path))
 
     def _export(self, state: _State, settings: ExportStep, folder: Path, index: int, kind: str) -> list[Any]:
-        from roverlite.export import export_model
+        from roverlite.export import ExportSettings, export_model
 
         from roverlite.export.verify import check_image_count, choose_check_images
 
@@ -351,13 +345,13 @@ class _Run:
         available = len(self.val.images)
         count = check_image_count(available, settings.check_images, data.image_size[0] * data.image_size[1] * data.num_classes)
         chosen = choose_check_images(available, count)
-        return export_model(
-            state.path if state.path is not None else state.model, settings.formats, folder, data,
+        return export_model(state.path if state.path is not None else state.model, ExportSettings(
+            settings.formats, folder, data,
             calibration_images=self.train.images, check_images=self.val.images[chosen],
             check_masks=self.val.masks[chosen], name=f"{self.recipe.name}-{index}-{kind}",
             recipe=self._provenance(index, kind, state), int8_io=settings.int8_io,
             representative_count=settings.representative_count, cost=state.cost,
-        )
+        ))
 
     def _gate(self, exported: Any, state: _State, settings: ExportStep, step: str) -> GateReport:
         from roverlite.export.formats import get_format
@@ -430,15 +424,12 @@ def _resolve_source(model_or_run_dir: Any, cfg: Config | None) -> tuple[Path | N
 
 
 def _preflight(recipe: Recipe, cfg: Config, out_dir: Path) -> None:
-    from roverlite.train.models import model_args
-
     recipe.gate.check_classes(cfg.data.classes, cfg.data.hazards)
     for i, step in enumerate(recipe.steps):
-        if step.kind == "distill":
-            try:
-                model_args(step.student, **dict(step.student_overrides))
-            except ValueError as err:
-                raise ConfigError(f"steps[{i}].distill: {err}") from None
+        try:
+            step.preflight()
+        except ValueError as err:
+            raise ConfigError(f"steps[{i}].{step.kind}: {err}") from None
     if (out_dir / RESULT_FILE).exists():
         raise ValueError(
             f"Output folder {str(out_dir)!r} already holds a recipe run. Expected an empty or new folder. "

@@ -289,7 +289,7 @@ def export_untrained(
     calibrate on seeded noise. Returns one dict per artifact: ``model``, ``format``, ``artifact``,
     ``params``, ``macs``, ``size_bytes``, ``self_check_passed``.
     """
-    from roverlite.export import export_model
+    from roverlite.export import ExportSettings, export_model
     from roverlite.train.macs import count_macs
     from roverlite.train.models import create_model
 
@@ -300,9 +300,10 @@ def export_untrained(
         model = create_model(name, input_shape=shape, num_classes=data_cfg.num_classes)
         cost = count_macs(model)
         started = time.perf_counter()
-        results = export_model(model, formats, out_dir, data_cfg, calibration_images=calibration, name=name,
-                               recipe={"source": source, "trained": False}, representative_count=calibration_count,
-                               tolerances=tolerances, cost={"macs": int(cost.macs), "params": int(cost.params)})
+        results = export_model(model, ExportSettings(
+            formats, out_dir, data_cfg, calibration_images=calibration, name=name,
+            recipe={"source": source, "trained": False}, representative_count=calibration_count,
+            tolerances=tolerances, cost={"macs": int(cost.macs), "params": int(cost.params)}))
         logger.info("exported %s (%s) in %.1f s", name, ", ".join(formats), time.perf_counter() - started)
         exported += [{"model": name, "format": r.format, "artifact": str(r.path), "params": int(cost.params),
                       "macs": int(cost.macs), "size_bytes": r.size_bytes, "self_check_passed": r.passed}

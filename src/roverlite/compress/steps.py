@@ -8,17 +8,18 @@ run config's ``data`` and ``augment`` sections, :func:`roverlite.train.losses.bu
 epochs and, when a step sets them, the loss terms and class weighting come from the step (see
 :data:`DEFAULT_LR_FRACTION`).
 
-Each ``run_*`` function takes a step, the current Keras model and a :class:`FineTune`, and
-returns ``(new model, details)``; ``details`` is JSON-ready and lands in ``recipe_result.json``.
+Each ``run_*`` function is what a step class's ``run`` (:mod:`roverlite.compress.recipe`, registered
+with :func:`~roverlite.compress._registry.register_step`) does: it takes the step, the current Keras
+model and a :class:`FineTune`, and returns ``(new model, details)``; ``details`` is JSON-ready and lands in ``recipe_result.json``.
 The input model is never changed in place.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -31,11 +32,9 @@ from roverlite.compress.resolution import HALF_RESOLUTION_OVERRIDES, half_resolu
 from roverlite.compress.structured import level_scores, structured_prune
 from roverlite.config import Config
 from roverlite.train.macs import count_macs
+from roverlite.train.optim import jit_compile_for
 
-if TYPE_CHECKING:
-    from roverlite.compress.recipe import DistillStep, PruneStep, QatStep, StructuredStep
-
-__all__ = ["DEFAULT_LR_FRACTION", "STEP_RUNNERS", "FineTune", "run_distill", "run_prune", "run_qat", "run_structured"]
+__all__ = ["DEFAULT_LR_FRACTION", "FineTune", "run_distill", "run_prune", "run_qat", "run_structured"]
 
 logger = logging.getLogger(__name__)
 
@@ -96,13 +95,15 @@ class FineTune:
         return class_weights_from_counts(self.pixel_counts, class_weighting or self.cfg.train.class_weighting)
 
     def loss(self, step: Any = None) -> Any:
-        """The hard loss of ``step``: its ``loss`` terms and ``class_weighting`` where it sets them,
-        else the run's (``train.loss``, ``train.class_weighting``); the ignore label always."""
+        """The hard loss of ``step`` (its :class:`~roverlite.compress._registry.HardLoss`): its ``loss``
+        terms and ``class_weighting`` where it sets them, else the run's (``train.loss``,
+        ``train.class_weighting``); the ignore label always."""
         from roverlite.train.losses import build_loss
 
         data, train = self.cfg.data, self.cfg.train
-        terms = getattr(step, "loss", None) or train.loss
-        weights = self.weights(getattr(step, "class_weighting", None))
+        hard = getattr(step, "hard_loss", None)
+        terms = (hard.loss if hard is not None else None) or train.loss
+        weights = self.weights(hard.class_weighting if hard is not None else None)
         return build_loss(terms, data.num_classes, data.ignore_index, weights, train.focal_gamma)
 
     def learning_rate(self, kind: str, value: float | None) -> float:
@@ -153,7 +154,7 @@ class StepBar(keras.callbacks.Callback):
 # === Steps ===
 
 
-def run_distill(step: DistillStep, model: keras.Model, ctx: FineTune, index: int) -> tuple[keras.Model, dict[str, Any]]:
+def run_distill(step: Any, model: keras.Model, ctx: FineTune, index: int) -> tuple[keras.Model, dict[str, Any]]:
     """Train a fresh ``step.student`` against ``model`` (the frozen teacher); returns the student."""
     from roverlite.train.models import create_model
 
@@ -174,13 +175,13 @@ def run_distill(step: DistillStep, model: keras.Model, ctx: FineTune, index: int
         model, student, ctx.dataset(index), None, cfg, step.epochs,
         optimizer=ctx.optimizer(learning_rate, step.epochs, ctx.cfg.train.warmup_epochs),
         hard_loss=ctx.loss(step), steps_per_epoch=ctx.steps, callbacks=[bar],
-        jit_compile=ctx.cfg.train.jit_compile,
+        jit_compile=jit_compile_for(ctx.cfg.train.jit_compile, student),
     )
     details = {"teacher": model.name, "student": step.student, "learning_rate": learning_rate}
     return student, {**details, "last_epoch": bar.last_logs}
 
 
-def run_prune(step: PruneStep, model: keras.Model, ctx: FineTune, index: int) -> tuple[keras.Model, dict[str, Any]]:
+def run_prune(step: Any, model: keras.Model, ctx: FineTune, index: int) -> tuple[keras.Model, dict[str, Any]]:
     """Magnitude-prune ``model`` while fine-tuning, then strip the wrappers (zeros stay in the kernels)."""
     total = step.epochs * ctx.steps
     frequency = step.frequency if step.frequency is not None else auto_frequency(total)
@@ -206,7 +207,7 @@ def run_prune(step: PruneStep, model: keras.Model, ctx: FineTune, index: int) ->
 
 
 def run_structured(
-    step: StructuredStep, model: keras.Model, ctx: FineTune, index: int
+    step: Any, model: keras.Model, ctx: FineTune, index: int
 ) -> tuple[keras.Model, dict[str, Any]]:
     """Remove filters per U-Net level, then fine-tune the thinner model (``epochs`` may be 0).
 
@@ -243,17 +244,17 @@ def run_structured(
         distill(
             model, thin, ctx.dataset(index), None, cfg, step.epochs, optimizer=optimizer,
             hard_loss=ctx.loss(step), steps_per_epoch=ctx.steps, callbacks=[bar],
-            jit_compile=ctx.cfg.train.jit_compile,
+            jit_compile=jit_compile_for(ctx.cfg.train.jit_compile, thin),
         )
         details.update(distilled_from=model.name, alpha=step.alpha, temperature=step.temperature)
     else:
-        thin.compile(optimizer=optimizer, loss=ctx.loss(step), jit_compile=ctx.cfg.train.jit_compile)
+        thin.compile(optimizer=optimizer, loss=ctx.loss(step), jit_compile=jit_compile_for(ctx.cfg.train.jit_compile, thin))
         thin.fit(ctx.dataset(index), epochs=step.epochs, steps_per_epoch=ctx.steps, callbacks=[bar], verbose=0)
     details.update(learning_rate=learning_rate, last_epoch=bar.last_logs)
     return thin, details
 
 
-def _reshape(step: StructuredStep, model: keras.Model, details: dict[str, Any]) -> keras.Model:
+def _reshape(step: Any, model: keras.Model, details: dict[str, Any]) -> keras.Model:
     """``model`` with the step's decoder and resolution changes (recorded in ``details``)."""
     if step.decoder == "nearest":
         model = nearest_decoder(model)
@@ -266,12 +267,12 @@ def _reshape(step: StructuredStep, model: keras.Model, details: dict[str, Any]) 
     return model
 
 
-def _granularity(step: StructuredStep, search: Any) -> int:
+def _granularity(step: Any, search: Any) -> int:
     """The step's granularity; with granularity 1 a search moves in its table's steps."""
     return search.granularity if search is not None else step.granularity
 
 
-def _latency_search(step: StructuredStep, model: keras.Model, ctx: FineTune) -> tuple[Any, str]:
+def _latency_search(step: Any, model: keras.Model, ctx: FineTune) -> tuple[Any, str]:
     """Per-level keep ratios from the step's latency table (measured here for ``table: this``)."""
     from roverlite.compress.channel_search import search_channels
     from roverlite.compress.latency_table import check_table_fits, load_latency_table
@@ -288,7 +289,7 @@ def _latency_search(step: StructuredStep, model: keras.Model, ctx: FineTune) -> 
     return search, source
 
 
-def _table_here(step: StructuredStep, shipped: keras.Model, ctx: FineTune) -> tuple[Any, str]:
+def _table_here(step: Any, shipped: keras.Model, ctx: FineTune) -> tuple[Any, str]:
     """Measure the table on this machine, or reuse the run folder's cached one when it fits."""
     from roverlite.compress.latency_table import check_table_fits, load_latency_table, measure_latency_table
     from roverlite.deploy.hostinfo import usable_cpus
@@ -314,7 +315,7 @@ def _table_here(step: StructuredStep, shipped: keras.Model, ctx: FineTune) -> tu
     return table, str(cache)
 
 
-def run_qat(step: QatStep, model: keras.Model, ctx: FineTune, index: int) -> tuple[keras.Model, dict[str, Any]]:
+def run_qat(step: Any, model: keras.Model, ctx: FineTune, index: int) -> tuple[keras.Model, dict[str, Any]]:
     """Wrap ``model`` for quantization-aware training and fine-tune it; returns the QAT model."""
     qat = quantize_aware(model, preserve_sparsity=step.preserve_sparsity)
     learning_rate = ctx.learning_rate("qat", step.learning_rate)
@@ -327,14 +328,6 @@ def run_qat(step: QatStep, model: keras.Model, ctx: FineTune, index: int) -> tup
     if step.preserve_sparsity:
         details["sparsity"] = kernel_sparsity(qat)
     return qat, details
-
-
-STEP_RUNNERS: Mapping[str, Callable[..., tuple[keras.Model, dict[str, Any]]]] = {
-    "distill": run_distill,
-    "prune": run_prune,
-    "structured": run_structured,
-    "qat": run_qat,
-}
 
 
 # === Helpers ===

@@ -7,7 +7,7 @@ A bundle holds::
     requirements-device.txt         numpy, pillow, ai-edge-litert, onnxruntime pinned to this machine's versions
     run.py                          scores the test pack and times the model (python run.py --threads 2)
     bench.py                        full benchmark with accuracy of the timed runner (python bench.py --json b.json)
-    roverlite/                      a copy of roverlite.deploy plus the numpy-only modules it uses
+    roverlite/                      a copy of roverlite.deploy (the edgeloop camera loop included) plus the numpy-only modules it uses
     bundle.json                     manifest: artifact, test pack, sha256 of every file
 
 :func:`unpack_bundle` checks every member before extracting anything and refuses absolute paths,
@@ -133,8 +133,10 @@ def _copy_deploy_package(staging: Path) -> None:
     target = staging / "roverlite"
     (target / "deploy").mkdir(parents=True)
     (target / "__init__.py").write_text(_PACKAGE_STUB)
-    for source in sorted((package_root / "deploy").glob("*.py")):
-        shutil.copyfile(source, target / "deploy" / source.name)
+    for source in sorted((package_root / "deploy").rglob("*.py")):  # edgeloop/ too: the camera loop
+        relative = source.relative_to(package_root / "deploy")
+        (target / "deploy" / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target / "deploy" / relative)
     for relative in _VENDORED_MODULES:
         (target / relative).parent.mkdir(exist_ok=True)
         shutil.copyfile(package_root / relative, target / relative)

@@ -1,7 +1,8 @@
 """Export a tf_keras U-Net to TFLite / ONNX artifacts, each with a sidecar and its own self-check.
 
-:func:`export_model` is the front door: it converts the model to every requested format (the
-table in :mod:`roverlite.export.formats`), writes each artifact and its ``<file>.json`` sidecar
+:func:`export_model` is the one front door: ``export_model(model, ExportSettings(...))``. It
+converts the model to every requested format (the table in :mod:`roverlite.export.formats`,
+whose rows also own their finishing step), writes each artifact and its ``<file>.json`` sidecar
 atomically, runs the artifact through ``roverlite.deploy`` on check images and compares it with
 the Keras model (:mod:`roverlite.export.verify`). A failed check still leaves the artifact on disk
 with ``passed=False`` in its result and sidecar, and logs a warning: whether to ship it is the
@@ -10,9 +11,11 @@ compression recipe's decision.
 TensorFlow, tf2onnx and ONNX Runtime's quantizer are imported only when a conversion runs.
 
 Example:
-    >>> results = export_model("runs/mars/model.h5", ["tflite", "tflite_int8", "onnx"], "exports",
-    ...                        cfg.data, calibration_images=train.images[:200],
-    ...                        check_images=val.images[:32], check_masks=val.masks[:32])  # doctest: +SKIP
+    >>> settings = ExportSettings(["tflite", "tflite_int8", "onnx"], "exports", cfg.data,
+    ...                           calibration_images=train.images[:200],
+    ...                           check_images=val.images[:32], check_masks=val.masks[:32])  # doctest: +SKIP
+    >>> results = export_model("runs/mars/model.h5", settings)                               # doctest: +SKIP
+    >>> settings = ExportSettings.from_run(["tflite_int8", "c_array"], "exports", cfg.data)  # doctest: +SKIP
     >>> [(r.format, r.passed, r.size_bytes) for r in results]                              # doctest: +SKIP
 """
 
@@ -21,9 +24,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,8 @@ from roverlite.deploy.runtime import load_runner
 from roverlite.deploy.sidecar import matching_pending_sidecar, pending_sidecar_path, sidecar_path
 from roverlite.export.formats import FORMATS, ExportFormat, get_format, list_formats
 from roverlite.export.metadata import build_sidecar, collect_versions, write_sidecar
+from roverlite.export.result import ExportResult
+from roverlite.export.settings import ExportSettings, check_name
 from roverlite.export.source import (
     check_exportable,
     check_model_fits_config,
@@ -43,82 +46,36 @@ from roverlite.export.source import (
 from roverlite.export.verify import Tolerances, keras_logits, self_check
 from roverlite.io import commit_pair, ensure_writable_dir, staged_path, write_staged
 
-__all__ = ["FORMATS", "ExportFormat", "ExportResult", "Tolerances", "export_model", "get_format", "list_formats"]
+__all__ = [
+    "FORMATS", "ExportFormat", "ExportResult", "ExportSettings", "Tolerances", "export_model", "get_format", "list_formats",
+]
 
 logger = logging.getLogger(__name__)
 
 # Check images used when the caller gives none: the first calibration images, else seeded noise
 # (enough for a logit comparison of float formats, not for an accuracy claim).
 _FALLBACK_CHECK_IMAGES = 8
-_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-
-
-@dataclass(frozen=True)
-class ExportResult:
-    """One exported artifact and the outcome of its self-check.
-
-    Attributes:
-        format: the format table key.
-        path: the artifact file.
-        sidecar_path: its JSON sidecar (``<path>.json``).
-        size_bytes, sha256: of the artifact.
-        check: the self-check measurements (also stored in the sidecar).
-        passed: whether the self-check passed.
-    """
-
-    format: str
-    path: Path
-    sidecar_path: Path
-    size_bytes: int
-    sha256: str
-    check: Mapping[str, Any]
-    passed: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "path": str(self.path), "sidecar_path": str(self.sidecar_path)}
 
 
 def export_model(
-    model_or_path: Any,
-    formats: Sequence[str],
-    out_dir: str | os.PathLike,
-    data_cfg: DataConfig,
-    calibration_images: np.ndarray | None = None,
-    check_images: np.ndarray | None = None,
-    check_masks: np.ndarray | None = None,
-    name: str | None = None,
-    recipe: Mapping[str, Any] | None = None,
-    int8_io: bool = True,
-    representative_count: int = 100,
-    tolerances: Tolerances | None = None,
-    cost: Mapping[str, Any] | None = None,
-    allow_gray_to_rgb: bool = False,
-) -> list[ExportResult]:
-    """Export a model to each of ``formats`` in ``out_dir`` and self-check every artifact.
+    model_or_path: Any, settings: ExportSettings | None = None, *legacy_args: Any, **legacy_kwargs: Any
+) -> list[Any]:
+    """Export a model to each of ``settings.formats`` and self-check every artifact.
+
+    For each format, in the order given: convert, write the artifact and its sidecar under
+    temporary names, run the self-check, rename both into place, then run the format's own
+    ``finish`` step (``c_array``: the TFLite-Micro check and the C sources).
 
     Args:
         model_or_path: a functional tf_keras model, or a ``model.h5`` / run folder.
-        formats: format names from :func:`list_formats` (a single name is accepted too).
-        out_dir: output folder (created); artifacts are ``<name><suffix>``, e.g. ``unet_xs_tflite_int8.tflite``.
-        data_cfg: classes, colours, ignore label, eval classes, image size, colour mode, mean/std.
-        calibration_images: uint8 ``(N, H, W, C)`` at the model's size; required by int8 formats
-            (QAT models included: TF 2.21's converter insists on a representative dataset).
-        check_images: uint8 ``(N, H, W, C)`` for the self-check (default: the first calibration
-            images, else seeded noise).
-        check_masks: uint8 ``(N, H, W)`` truth for ``check_images``; without it quantized formats
-            are compared with the Keras predictions.
-        name: artifact base name (default: the model's name).
-        recipe: free-form provenance stored in each sidecar; an ``export`` entry with the export
-            settings is added.
-        int8_io: TFLite full int8 with int8 input/output (``False``: float I/O). ONNX int8 always
-            has float I/O.
-        representative_count: calibration images used (the first ones).
-        tolerances: self-check limits (default :class:`Tolerances`).
-        cost: ``{"macs", "params"}`` for the sidecar (default: counted from the model).
-        allow_gray_to_rgb: let an RGB artifact accept gray images on the device.
+        settings: an :class:`ExportSettings` (formats, output folder, data, recipe, tolerances...).
+            The older keyword form ``export_model(model, formats, out_dir, data_cfg, ...)`` is
+            still accepted and means ``export_model(model, ExportSettings(formats, out_dir, data_cfg, ...))``;
+            it is kept for callers not yet moved to the settings object.
 
     Returns:
-        One :class:`ExportResult` per format, in the order given.
+        One result per format, in the order given: an :class:`ExportResult`, or what the format's
+        ``finish`` returns (``c_array``: a :class:`~roverlite.export.micro_finish.MicroExportResult`).
 
     Raises:
         ValueError: unknown format (with did-you-mean), a model that does not match ``data_cfg``,
@@ -127,21 +84,21 @@ def export_model(
         FileNotFoundError: ``model_or_path`` names no model file.
         PermissionError: ``out_dir`` is not writable.
     """
-    fmts = _resolve_formats(formats)
-    if isinstance(representative_count, bool) or not isinstance(representative_count, int) or representative_count < 1:
-        raise ValueError(f"Expected representative_count >= 1. Received: {representative_count!r}.")
-    if not isinstance(int8_io, bool):  # a truthy string such as "no" must not silently mean True
-        raise ValueError(f"Expected int8_io to be True or False. Received: {int8_io!r}.")  # noqa: TRY004 - CLI shows ValueErrors as usage errors
-    tolerances = Tolerances() if tolerances is None else tolerances
+    if not isinstance(settings, ExportSettings) or legacy_args or legacy_kwargs:
+        head = () if settings is None else (settings,)
+        settings = ExportSettings(*head, *legacy_args, **legacy_kwargs)
+    fmts = settings.export_formats
+    data_cfg = settings.data_cfg
     model, source_path, source_sha = _resolve_model(model_or_path)
     hwc = check_exportable(model)
     check_model_fits_config(model, data_cfg)
     calibration = None
     if any(f.needs_calibration for f in fmts):
-        calibration = _normalised(_check_uint8(calibration_images, hwc, "calibration_images")[:representative_count], data_cfg)
-    images, masks, check_source = _check_set(check_images, check_masks, calibration_images, hwc)
-    name = _check_name(name if name is not None else model.name)
-    out_dir = ensure_writable_dir(out_dir)
+        calibration = _check_uint8(settings.calibration_images, hwc, "calibration_images")
+        calibration = _normalised(calibration[: settings.representative_count], data_cfg)
+    images, masks, check_source = _check_set(settings.check_images, settings.check_masks, settings.calibration_images, hwc)
+    name = check_name(settings.name if settings.name is not None else model.name)
+    out_dir = ensure_writable_dir(settings.out_dir)
 
     reference = keras_logits(model, _normalised(images, data_cfg))
     shared = {
@@ -150,22 +107,23 @@ def export_model(
         "source_path": source_path,
         "source_sha256": source_sha,
         "versions": collect_versions(),
-        "cost": dict(cost) if cost is not None else _count_cost(model),
-        "allow_gray_to_rgb": allow_gray_to_rgb,
+        "cost": dict(settings.cost) if settings.cost is not None else _count_cost(model),
+        "allow_gray_to_rgb": settings.allow_gray_to_rgb,
     }
     export_settings = {
-        "int8_io": int8_io,
+        "int8_io": settings.int8_io,
         "calibration_images": 0 if calibration is None else len(calibration),
         "check_images": len(images),
         "check_images_source": check_source,
     }
     results = []
     for fmt in fmts:
-        content = fmt.convert(model, calibration, int8_io)
-        recipe_fmt = {**dict(recipe or {}), "export": {**export_settings, "format": fmt.name}}
-        results.append(
-            _write_and_check(fmt, content, out_dir, reference, images, masks, tolerances, recipe_fmt, shared)
+        content = fmt.convert(model, calibration, settings.int8_io)
+        recipe_fmt = {**dict(settings.recipe or {}), "export": {**export_settings, "format": fmt.name}}
+        result = _write_and_check(
+            fmt, content, out_dir, reference, images, masks, settings.tolerances, recipe_fmt, shared
         )
+        results.append(fmt.finish(result, settings))
     return results
 
 
@@ -238,30 +196,12 @@ def _finish_interrupted_commit(path: Path) -> None:
 # === Argument checks ===
 
 
-def _resolve_formats(formats: Sequence[str] | str) -> list[ExportFormat]:
-    names = [formats] if isinstance(formats, str) else list(formats)
-    if not names:
-        raise ValueError(f"Expected at least one export format from {list_formats()}. Received: none.")
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ValueError(f"Expected each export format once. Received: {duplicates} more than once.")
-    return [get_format(n) for n in names]
-
-
 def _resolve_model(model_or_path: Any) -> tuple[Any, str | None, str | None]:
     if isinstance(model_or_path, (str, os.PathLike)):
         model = load_source_model(model_or_path)
         path, sha = model_file_sha256(model_or_path)
         return model, path, sha
     return model_or_path, None, None
-
-
-def _check_name(name: str) -> str:
-    if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name):
-        raise ValueError(
-            f"Expected an artifact name of letters, digits, '.', '_' or '-' (no folders). Received: name={name!r}."
-        )
-    return name
 
 
 def _check_uint8(images: Any, hwc: tuple[int, int, int], what: str) -> np.ndarray:

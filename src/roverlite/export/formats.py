@@ -6,9 +6,11 @@ logit by logit with the Keras model, quantized ones by their per-class IoU) plus
 makes it. The facts live in ``roverlite.core`` so that the report and the device can read them
 without the exporters; this module adds only the converters.
 
-The ``c_array`` row is an int8 ``.tflite`` that TFLite-Micro can run (its converter,
-:mod:`roverlite.export.micro_converter`, refuses ops TFLite-Micro lacks);
-:mod:`roverlite.export.micro` writes it out as C sources. Its ``runtime`` stays ``litert``; the
+Each row also owns its finishing step, ``finish(result, settings) -> result``, run by
+:func:`roverlite.export.export_model` after the artifact is written and self-checked (nothing for
+most formats). The ``c_array`` row is an int8 ``.tflite`` that TFLite-Micro can run (its converter,
+:mod:`roverlite.export.micro_converter`, refuses ops TFLite-Micro lacks); its ``finish``
+(:mod:`roverlite.export.micro_finish`) checks it under TFLite-Micro and writes it out as C sources. Its ``runtime`` stays ``litert``; the
 TFLite-Micro facts (ops, arena) go into the sidecar's ``tflite_micro`` section.
 
 Importing this module does not import TensorFlow: converters import it when they run, so the
@@ -25,7 +27,7 @@ from typing import Any
 
 from roverlite.core.errors import did_you_mean
 from roverlite.core.formats import FLOAT_PRECISIONS, FORMAT_SPECS, PRECISIONS, RUNTIMES, FormatSpec, list_formats
-from roverlite.export import micro_converter
+from roverlite.export import micro_converter, micro_finish
 from roverlite.export import onnx as onnx_export
 from roverlite.export import tflite as tflite_export
 
@@ -35,6 +37,8 @@ __all__ = [
 
 # convert(Keras model, calibration float32 (N, H, W, C) or None, int8_io) -> artifact bytes
 Converter = Callable[[Any, Any, bool], bytes]
+# finish(ExportResult, ExportSettings) -> the format's result (the same one when it has nothing to add)
+Finisher = Callable[[Any, Any], Any]
 
 
 @dataclass(frozen=True)
@@ -43,9 +47,11 @@ class ExportFormat(FormatSpec):
 
     Attributes:
         convert: ``convert(model, calibration, int8_io) -> bytes``.
+        finish: ``finish(result, settings) -> result``, the format's own step after its self-check.
     """
 
     convert: Converter
+    finish: Finisher
 
 
 _CONVERTERS: Mapping[str, Converter] = {
@@ -58,9 +64,21 @@ _CONVERTERS: Mapping[str, Converter] = {
     "onnx_int8": onnx_export.convert_int8,
 }
 
+
+
+def _no_finish(result: Any, settings: Any) -> Any:
+    return result
+
+
+_FINISHERS: Mapping[str, Finisher] = {"c_array": micro_finish.finish_c_array_format}
+
 FORMATS: Mapping[str, ExportFormat] = MappingProxyType(
     {
-        name: ExportFormat(**{f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}, convert=_CONVERTERS[name])
+        name: ExportFormat(
+            **{f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)},
+            convert=_CONVERTERS[name],
+            finish=_FINISHERS.get(name, _no_finish),
+        )
         for name, spec in FORMAT_SPECS.items()
     }
 )

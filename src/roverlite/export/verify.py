@@ -167,7 +167,7 @@ def self_check(
         measurements when the artifact could not run at all.
     """
     try:
-        segmenter = Segmenter(artifact, threads=None)
+        segmenter = Segmenter(artifact, threads=None, ood=False)  # calibrated here, from these logits
         logits, ood = _run_and_calibrate(segmenter, images)
     except (ValueError, RuntimeError, OSError, ImportError) as err:
         return {"kind": _kind(fmt), "passed": False, "failures": ["artifact did not run"], "error": str(err)[:500]}

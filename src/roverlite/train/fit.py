@@ -145,7 +145,7 @@ def _class_pixel_counts(masks: np.ndarray, num_classes: int) -> np.ndarray:
 def _build(cfg: Config, steps_per_epoch: int, class_weights: np.ndarray):
     from roverlite.train.losses import build_loss
     from roverlite.train.models import create_model
-    from roverlite.train.optim import build_optimizer
+    from roverlite.train.optim import build_optimizer, jit_compile_for
 
     data = cfg.data
     model = create_model(
@@ -165,7 +165,7 @@ def _build(cfg: Config, steps_per_epoch: int, class_weights: np.ndarray):
         focal_gamma=cfg.train.focal_gamma,
     )
     # XLA fuses the train step: ~1.2x the images/s of unet_s on 2 AVX2 cores (measured, see configs/mars.yaml).
-    model.compile(optimizer=optimizer, loss=loss, jit_compile=cfg.train.jit_compile)
+    model.compile(optimizer=optimizer, loss=loss, jit_compile=jit_compile_for(cfg.train.jit_compile, model))
     return model, optimizer
 
 

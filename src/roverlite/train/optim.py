@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 from roverlite._tf import keras, tf
@@ -63,3 +64,29 @@ def build_optimizer(
     optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=weight_decay)
     optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
     return optimizer
+
+
+# Layers whose gradient XLA cannot compile on the CPU (no ResizeNearestNeighborGrad kernel for XLA_CPU_JIT).
+_NO_XLA_GRADIENT = {"UpSampling2D": lambda layer: getattr(layer, "interpolation", "") == "nearest"}
+
+
+def jit_compile_for(requested: bool, *models: keras.Model) -> bool:
+    """``train.jit_compile`` for a train step through ``models``: off where XLA cannot compile its gradient.
+
+    A nearest ``UpSampling2D`` (the nearest decoder, the half-resolution logits) back-propagates through
+    ``ResizeNearestNeighborGrad``, which has no XLA CPU kernel: that step trains without XLA (slower, same
+    numbers) and says so in the log instead of failing after the data has loaded.
+    """
+    if not requested:
+        return False
+    blocked = [
+        layer.name for model in models for layer in model.layers
+        if _NO_XLA_GRADIENT.get(type(layer).__name__, lambda _: False)(layer)
+    ]
+    if blocked:
+        logging.getLogger(__name__).info(
+            "train.jit_compile is on, but XLA cannot compile the gradient of %s (nearest up-sampling): "
+            "this step trains without XLA", ", ".join(blocked[:3]) + (" ..." if len(blocked) > 3 else ""),
+        )
+        return False
+    return True

@@ -1,7 +1,8 @@
 """Command-line plumbing shared by ``pi_loop.py`` and ``jetson_loop.py``: arguments, model, summary.
 
 The model comes from a bundle folder (``--bundle``, made by ``roverlite bundle``: its own copy of
-``roverlite.deploy`` is put first on ``sys.path``, as the bundle's ``run.py`` does) or from an
+``roverlite.deploy``, this package included, is put first on ``sys.path`` by the entry script
+before it imports this module, as the bundle's ``run.py`` does) or from an
 artifact path (``--model``, with ``roverlite[device]`` installed). Logs go to stderr; stdout
 carries only JSON lines (published masks, if asked for, and the final summary), so it can be
 piped into another process.
@@ -20,13 +21,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edgeloop.frames import open_source
-from edgeloop.loop import LoopOptions, StopFlag, install_signal_handlers, run_loop
-from edgeloop.publish import DEFAULT_KEEP_MASKS, make_publishers
+from roverlite.deploy.edgeloop.frames import open_source
+from roverlite.deploy.edgeloop.loop import LoopOptions, StopFlag, install_signal_handlers, run_loop
+from roverlite.deploy.edgeloop.publish import DEFAULT_KEEP_MASKS, make_publishers
 
 __all__ = ["EXIT_FAILURE", "EXIT_USAGE", "add_arguments", "artifact_path", "main_guard", "run", "setup_logging"]
 
-logger = logging.getLogger("edgeloop")
+logger = logging.getLogger("roverlite.deploy.edgeloop")
 
 EXIT_FAILURE = 1  # failed while running: systemd's Restart=on-failure restarts the service
 EXIT_USAGE = 2  # bad arguments, model or source: restarting would not help
@@ -93,7 +94,9 @@ def setup_logging(level: str) -> None:
 
 
 def artifact_path(args: argparse.Namespace) -> Path:
-    """The artifact to run; with ``--bundle`` the bundle's ``roverlite.deploy`` goes first on ``sys.path``.
+    """The artifact to run: ``--model``, or the artifact named by ``--bundle``'s manifest.
+
+    The entry script has already put the bundle first on ``sys.path`` (its ``_bundle_first``).
 
     Raises:
         FileNotFoundError: no bundle manifest or artifact.
@@ -107,7 +110,6 @@ def artifact_path(args: argparse.Namespace) -> Path:
             "`mkdir b && tar -xzf bundle.tar.gz -C b` first). Received: no bundle.json."
         )
     manifest = json.loads(manifest_file.read_text())
-    sys.path.insert(0, str(Path(args.bundle).resolve()))  # the bundle's own roverlite.deploy wins
     return Path(args.bundle) / manifest["artifact"]
 
 

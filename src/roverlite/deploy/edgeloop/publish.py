@@ -34,8 +34,8 @@ from typing import Any, Protocol, TextIO
 
 import numpy as np
 
-from edgeloop.frames import Frame
-from edgeloop.png import write_png
+from roverlite.deploy.edgeloop.frames import Frame
+from roverlite.deploy.edgeloop.png import write_png
 
 __all__ = ["MaskPngPublisher", "Publisher", "StdoutPublisher", "UnixSocketPublisher", "make_publishers", "mask_message"]
 
@@ -81,7 +81,7 @@ class MaskPngPublisher:
     when a new one arrives, so frames that skip indices leave nothing behind. ``mask_*.png`` files
     already in the folder (a run before a restart) join the ring first, oldest first, so a service
     that restarts stays within ``keep`` files too. Paths are ``os.path`` strings: pathlib interns
-    every new file name (see ``edgeloop.png.write_png``).
+    every new file name (see ``roverlite.deploy.edgeloop.png.write_png``).
 
     Raises:
         ValueError: a negative ``keep``.

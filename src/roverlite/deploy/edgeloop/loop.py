@@ -36,10 +36,10 @@ from typing import Any
 
 import numpy as np
 
-from edgeloop.frames import Frame, FrameSource
-from edgeloop.png import write_png
-from edgeloop.publish import Publisher
-from edgeloop.stats import LatencyStats, RateMeter
+from roverlite.deploy.edgeloop.frames import Frame, FrameSource
+from roverlite.deploy.edgeloop.png import write_png
+from roverlite.deploy.edgeloop.publish import Publisher
+from roverlite.deploy.edgeloop.stats import LatencyStats, RateMeter
 
 __all__ = ["LoopOptions", "StopFlag", "install_signal_handlers", "run_loop"]
 
@@ -169,7 +169,7 @@ def run_loop(
     """Run until the source ends, ``max_frames``, or ``stop``; return the summary (see module docstring).
 
     ``segmenter`` is a ``roverlite.deploy.Segmenter``; ``monitor`` anything with ``poll()``,
-    ``status()`` and ``summary()`` (see :mod:`edgeloop.thermal`).
+    ``status()`` and ``summary()`` (see :mod:`roverlite.deploy.edgeloop.thermal`).
     """
     from roverlite.deploy.resize import resize_nearest, rgb_to_gray
 
