@@ -25,8 +25,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from roverlite.core.errors import did_you_mean
-from roverlite.core.formats import FLOAT_PRECISIONS, FORMAT_SPECS, PRECISIONS, RUNTIMES, FormatSpec, list_formats
+from roverlite.core.formats import FLOAT_PRECISIONS, FORMAT_SPECS, PRECISIONS, RUNTIMES, FormatSpec, get_spec, list_formats
 from roverlite.export import micro_converter, micro_finish
 from roverlite.export import onnx as onnx_export
 from roverlite.export import tflite as tflite_export
@@ -65,7 +64,6 @@ _CONVERTERS: Mapping[str, Converter] = {
 }
 
 
-
 def _no_finish(result: Any, settings: Any) -> Any:
     return result
 
@@ -90,10 +88,4 @@ def get_format(name: str) -> ExportFormat:
     Raises:
         ValueError: unknown name, with the closest known one suggested.
     """
-    fmt = FORMATS.get(name) if isinstance(name, str) else None
-    if fmt is None:
-        raise ValueError(
-            f"Unknown export format. Expected one of {list_formats()}. Received: {name!r}."
-            + did_you_mean(str(name), list_formats())
-        )
-    return fmt
+    return FORMATS[get_spec(name).name]  # the same keys: get_spec raises for an unknown name
