@@ -98,12 +98,13 @@ def test_half_resolution_model_exports_to_int8_tflite_with_builtin_ops(tmp_path)
     from export_helpers import band_scenes
 
     from roverlite.config import DataConfig
-    from roverlite.export import export_model
+    from roverlite.export import ExportSettings, export_model
     from roverlite.export.tflite import tflite_ops
 
     images, masks = band_scenes(8, seed=1)
-    [result] = export_model(half_resolution(_model()), ["tflite_int8"], tmp_path, DataConfig(image_size=(32, 32)),
-                            calibration_images=images, check_images=images, check_masks=masks, name="half")
+    [result] = export_model(half_resolution(_model()), ExportSettings(
+        ["tflite_int8"], tmp_path, DataConfig(image_size=(32, 32)),
+        calibration_images=images, check_images=images, check_masks=masks, name="half"))
     ops = {op.name for op in tflite_ops(result.path.read_bytes())}
     assert {"AVERAGE_POOL_2D", "RESIZE_NEAREST_NEIGHBOR", "CONV_2D"} <= ops
 

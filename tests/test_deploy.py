@@ -256,12 +256,12 @@ def test_device_preprocessing_gives_the_training_loaders_arrays(tiny_exports, tm
 def rgb_artifact(tmp_path_factory):
     """An untrained RGB ``unet_tiny`` (64x64x3) as float TFLite: memory does not depend on the weights."""
     from roverlite.config import DataConfig
-    from roverlite.export import export_model
+    from roverlite.export import ExportSettings, export_model
     from roverlite.train.models import create_model
 
     data_cfg = DataConfig(image_size=(64, 64), color_mode="rgb", mean=(0.5,), std=(0.25,))
     model = create_model("unet_tiny", input_shape=(64, 64, 3), num_classes=4)
-    (result,) = export_model(model, ["tflite"], tmp_path_factory.mktemp("rgb"), data_cfg, name="rgb")
+    (result,) = export_model(model, ExportSettings(["tflite"], tmp_path_factory.mktemp("rgb"), data_cfg, name="rgb"))
     return result.path
 
 

@@ -235,6 +235,15 @@ def test_duplicate_or_empty_format_list_is_refused(tmp_path, no_conversion):
         export_model(trained_tiny_model(), ExportSettings([], tmp_path, DATA_CFG))
 
 
+def test_the_removed_keyword_form_is_refused_naming_the_one_front_door(tmp_path, no_conversion):
+    expected = r"Expected export_model\(model, ExportSettings\(\.\.\.\)\).*Received: a list of formats"
+    with pytest.raises(ValueError, match=expected):
+        export_model(trained_tiny_model(), ["tflite"], tmp_path / "out", DATA_CFG, name="tiny")
+    with pytest.raises(ValueError, match=r"Received: a format name 'tflite' and keyword\(s\) \['data_cfg', 'out_dir'"):
+        export_model(trained_tiny_model(), "tflite", out_dir=tmp_path / "out", data_cfg=DATA_CFG)
+    assert not (tmp_path / "out").exists()
+
+
 def test_model_that_does_not_match_the_data_config_is_refused(tmp_path, no_conversion):
     with pytest.raises(ValueError, match=r"Expected \(H, W, C\)=\(64, 64, 1\).*Received: \(32, 32, 1\)"):
         export_model(trained_tiny_model(), ExportSettings(["tflite"], tmp_path, DataConfig(image_size=(64, 64))))

@@ -9,7 +9,7 @@ import pytest
 from export_helpers import DATA_CFG, band_scenes, trained_tiny_model
 
 from roverlite.config import DataConfig
-from roverlite.export import Tolerances, export_model
+from roverlite.export import ExportSettings, Tolerances, export_model
 from roverlite.export.verify import (
     DEFAULT_CHECK_IMAGES,
     _iou_deltas,
@@ -82,10 +82,10 @@ def test_nothing_lost_passes_with_a_zero_interval():
 def test_int8_export_calibrated_on_blank_images_still_fails_its_check(tmp_path):
     calibration = np.zeros((32, 32, 32, 1), np.uint8)  # a broken calibration set: every pixel 0
     images, masks = band_scenes(24, seed=2)
-    [result] = export_model(
-        trained_tiny_model(), ["tflite_int8"], tmp_path, DATA_CFG, calibration_images=calibration,
+    [result] = export_model(trained_tiny_model(), ExportSettings(
+        ["tflite_int8"], tmp_path, DATA_CFG, calibration_images=calibration,
         check_images=images, check_masks=masks, name="blank", representative_count=32,
-    )
+    ))
     assert result.passed is False
     assert result.check["miou_drop_interval"][0] > Tolerances().max_miou_drop
     assert any("mIoU drop" in f for f in result.check["failures"])
@@ -94,10 +94,10 @@ def test_int8_export_calibrated_on_blank_images_still_fails_its_check(tmp_path):
 def test_well_calibrated_int8_export_passes_and_records_its_interval(tmp_path):
     calibration, _ = band_scenes(32, seed=1)
     images, masks = band_scenes(24, seed=2)
-    [result] = export_model(
-        trained_tiny_model(), ["tflite_int8"], tmp_path, DATA_CFG, calibration_images=calibration,
+    [result] = export_model(trained_tiny_model(), ExportSettings(
+        ["tflite_int8"], tmp_path, DATA_CFG, calibration_images=calibration,
         check_images=images, check_masks=masks, name="good", representative_count=32,
-    )
+    ))
     assert result.passed is True
     low, high = result.check["miou_drop_interval"]
     assert low <= high and result.check["confidence"] == 0.95

@@ -89,12 +89,12 @@ def micro_model():
 
 @pytest.fixture(scope="module")
 def c_array(micro_model, tmp_path_factory):
-    from roverlite.export.micro import export_c_array
+    from roverlite.export import ExportSettings, export_model
 
     calibration, _ = band_scenes(32, seed=1)
     check_images, check_masks = band_scenes(8, seed=2)
-    return export_c_array(
-        micro_model,
+    (result,) = export_model(micro_model, ExportSettings(
+        "c_array",
         tmp_path_factory.mktemp("micro"),
         DATA_CFG,
         calibration_images=calibration,
@@ -102,23 +102,23 @@ def c_array(micro_model, tmp_path_factory):
         check_masks=check_masks,
         name="micro",
         representative_count=32,
-    )
+    ))
+    return result
 
 
 @pytest.fixture(scope="module")
 def onnx_artifact(micro_model, tmp_path_factory):
-    from roverlite.export import export_model
+    from roverlite.export import ExportSettings, export_model
 
     check_images, check_masks = band_scenes(8, seed=2)
-    (result,) = export_model(
-        micro_model,
+    (result,) = export_model(micro_model, ExportSettings(
         ["onnx"],
         tmp_path_factory.mktemp("onnx"),
         DATA_CFG,
         check_images=check_images,
         check_masks=check_masks,
         name="micro",
-    )
+    ))
     return result
 
 
@@ -579,21 +579,24 @@ def test_c_array_export_passes_and_records_ops_and_arena_in_its_sidecar(c_array)
     assert sidecar["runtime"] == "litert" and sidecar["format"] == "c_array"
 
 
-def test_export_with_c_array_is_export_from_config_plus_the_c_sources(micro_model, tiny_folder_dataset, tmp_path):
-    # The function `roverlite export` calls: same arguments and results as export_from_config.
+def test_export_from_run_with_c_array_is_export_plus_the_c_sources(micro_model, tiny_folder_dataset, tmp_path):
+    # What `roverlite export` does: settings from the config's splits, one front door.
     from roverlite.config import DataConfig
     from roverlite.data.loader import load_split
-    from roverlite.export.micro import MicroExportResult, export_with_c_array
+    from roverlite.export import ExportSettings, export_model
+    from roverlite.export.micro import MicroExportResult
     from roverlite.train.modelfile import save_model_file
 
     data = tiny_folder_dataset(n=6, size=(SIZE, SIZE))
     cfg = DataConfig(format="folder", path=str(data), image_size=(SIZE, SIZE), mean=DATA_CFG.mean, std=DATA_CFG.std)
     model_file = save_model_file(micro_model, tmp_path / "model.h5")
     with pytest.raises(ValueError, match="int8 input and output"):
-        export_with_c_array(model_file, ["tflite", "c_array"], tmp_path / "refused", cfg, int8_io=False)
+        export_model(model_file, ExportSettings.from_run(
+            ["tflite", "c_array"], tmp_path / "refused", cfg, max_check_images=32, int8_io=False))
     assert not (tmp_path / "refused").exists()  # refused before any conversion
 
-    (micro,) = export_with_c_array(model_file, ["c_array"], tmp_path / "out", cfg, name="micro", representative_count=8)
+    (micro,) = export_model(model_file, ExportSettings.from_run(
+        ["c_array"], tmp_path / "out", cfg, max_check_images=32, name="micro", representative_count=8))
     assert isinstance(micro, MicroExportResult) and micro.path.name == "micro_c_array.tflite"
     assert sorted(p.name for p in micro.c_dir.iterdir()) == [
         "model_data.cc",

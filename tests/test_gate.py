@@ -117,9 +117,9 @@ def test_rare_class_typo_suggests_the_class():
 
 
 def _export_float(model, folder, name):
-    from roverlite.export import export_model
+    from roverlite.export import ExportSettings, export_model
 
-    return export_model(model, ["tflite"], folder, DATA_CFG, name=name)[0].path
+    return export_model(model, ExportSettings(["tflite"], folder, DATA_CFG, name=name))[0].path
 
 
 def _copy(model, shuffle: bool):

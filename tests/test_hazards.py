@@ -20,11 +20,11 @@ CFG = dataclasses.replace(DATA_CFG, hazards=HAZARDS)
 
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory):
-    from roverlite.export import export_model
+    from roverlite.export import ExportSettings, export_model
 
     images, masks = band_scenes(8, seed=2)
-    (result,) = export_model(trained_tiny_model(), ["tflite"], tmp_path_factory.mktemp("hazards"), CFG,
-                             check_images=images, check_masks=masks, name="tiny")
+    (result,) = export_model(trained_tiny_model(), ExportSettings(["tflite"], tmp_path_factory.mktemp("hazards"), CFG,
+                             check_images=images, check_masks=masks, name="tiny"))
     return result
 
 

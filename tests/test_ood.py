@@ -22,15 +22,15 @@ CHECK_IMAGES = 96
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """The tiny band-scene model as int8 TFLite, self-checked (and so OOD-calibrated) on 96 band scenes."""
-    from roverlite.export import export_model
+    from roverlite.export import ExportSettings, export_model
 
     calibration, _ = band_scenes(32, seed=1)
     check_images, check_masks = band_scenes(CHECK_IMAGES, seed=2)
-    results = export_model(
-        trained_tiny_model(), ["tflite_int8"], tmp_path_factory.mktemp("ood_exports"), DATA_CFG,
+    results = export_model(trained_tiny_model(), ExportSettings(
+        ["tflite_int8"], tmp_path_factory.mktemp("ood_exports"), DATA_CFG,
         calibration_images=calibration, check_images=check_images, check_masks=check_masks, name="tiny_ood",
         representative_count=32,
-    )
+    ))
     return {r.format: r for r in results}
 
 

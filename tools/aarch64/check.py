@@ -52,7 +52,7 @@ def train_and_export(datasets: Path, out_dir: Path, formats: Sequence[str], seed
 
     from roverlite.config import load_config
     from roverlite.data.loader import load_split, normalize
-    from roverlite.export import export_model
+    from roverlite.export import ExportSettings, export_model
 
     cfg = load_config(REPO / "configs" / "mars.yaml").data
     base = dataclasses.replace(cfg, path=str(datasets), image_size=MODEL_SIZE)
@@ -66,10 +66,10 @@ def train_and_export(datasets: Path, out_dir: Path, formats: Sequence[str], seed
 
     model = _fit(base, normalize(train.images, base.mean, base.std), train.masks, seed)
     fitted = time.perf_counter()
-    results = export_model(
-        model, list(formats), out_dir, base, calibration_images=train.images[:100], check_images=check.images,
+    results = export_model(model, ExportSettings(
+        list(formats), out_dir, base, calibration_images=train.images[:100], check_images=check.images,
         check_masks=check.masks, name=f"{MODEL_NAME}_aarch64check", recipe={"tool": "tools/emulate_aarch64.py"},
-    )
+    ))
     info = {
         "name": MODEL_NAME,
         "image_size": list(MODEL_SIZE),

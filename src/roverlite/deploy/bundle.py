@@ -190,9 +190,9 @@ def unpack_bundle(
     """Extract a bundle archive into ``dest`` after checking every member.
 
     Nothing is extracted when any member is unsafe: an absolute path, a ``..`` component, a
-    device file, FIFO or sparse file, a name given twice, a symbolic link whose target (followed
-    through the archive's other links, as the file system would) lies outside ``dest``, or a hard
-    link to anything but a regular file stored before it. Nor when the archive holds more than
+    device file, FIFO or sparse file, a name given twice, a member stored under a symbolic link, a
+    symbolic link whose target (followed through the archive's other links, as the file system
+    would) lies outside ``dest``, or a hard link to anything but a regular file stored before it. Nor when the archive holds more than
     ``max_members`` members or more than ``max_bytes`` bytes of files (read from the headers,
     before any file's content is decompressed). The archive is extracted into a temporary folder
     beside ``dest`` and renamed into place, so ``dest`` appears complete or not at all.
@@ -308,6 +308,9 @@ class _ArchiveTree:
         key = _normal(member.name)
         if key in self.duplicates:
             return "appears more than once"
+        link = self.link_above(key)
+        if link is not None:  # extraction would write through the link (or fail half-way when it dangles)
+            return f"lies under the symbolic link {link.name!r}"
         parent = self.resolve(posixpath.dirname(key))
         if parent is None:
             return "lies under a link that leaves the destination"
@@ -325,6 +328,15 @@ class _ArchiveTree:
             target = self.members.get(target_key)
             if target is None or not target.isreg() or self.order[target_key] > self.order[key]:
                 return f"is a hard link to {member.linkname!r}, which is not a regular file stored before it"
+        return None
+
+    def link_above(self, key: str) -> tarfile.TarInfo | None:
+        """The symbolic-link member that ``key``'s stored path passes through, if any."""
+        parts = key.split("/")
+        for depth in range(1, len(parts)):
+            above = self.members.get("/".join(parts[:depth]))
+            if above is not None and above.issym():
+                return above
         return None
 
     def resolve(self, path: str, links: int = 0) -> str | None:

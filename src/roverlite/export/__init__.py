@@ -57,9 +57,7 @@ logger = logging.getLogger(__name__)
 _FALLBACK_CHECK_IMAGES = 8
 
 
-def export_model(
-    model_or_path: Any, settings: ExportSettings | None = None, *legacy_args: Any, **legacy_kwargs: Any
-) -> list[Any]:
+def export_model(model_or_path: Any, settings: ExportSettings, *extra_args: Any, **extra_kwargs: Any) -> list[Any]:
     """Export a model to each of ``settings.formats`` and self-check every artifact.
 
     For each format, in the order given: convert, write the artifact and its sidecar under
@@ -68,25 +66,27 @@ def export_model(
 
     Args:
         model_or_path: a functional tf_keras model, or a ``model.h5`` / run folder.
-        settings: an :class:`ExportSettings` (formats, output folder, data, recipe, tolerances...).
-            The older keyword form ``export_model(model, formats, out_dir, data_cfg, ...)`` is
-            still accepted and means ``export_model(model, ExportSettings(formats, out_dir, data_cfg, ...))``;
-            it is kept for callers not yet moved to the settings object.
+        settings: an :class:`ExportSettings` (formats, output folder, data, recipe, tolerances...),
+            the only other argument. ``extra_args`` / ``extra_kwargs`` exist only to refuse the
+            removed form ``export_model(model, formats, out_dir, data_cfg, ...)`` with a clear error.
 
     Returns:
         One result per format, in the order given: an :class:`ExportResult`, or what the format's
         ``finish`` returns (``c_array``: a :class:`~roverlite.export.micro_finish.MicroExportResult`).
 
     Raises:
-        ValueError: unknown format (with did-you-mean), a model that does not match ``data_cfg``,
+        ValueError: ``settings`` is not an :class:`ExportSettings` or more arguments are given (the
+            removed keyword form), unknown format (with did-you-mean), a model that does not match ``data_cfg``,
             missing / empty / wrong-shape calibration or check data (all before any conversion),
             or a conversion producing non-builtin ops.
         FileNotFoundError: ``model_or_path`` names no model file.
         PermissionError: ``out_dir`` is not writable.
     """
-    if not isinstance(settings, ExportSettings) or legacy_args or legacy_kwargs:
-        head = () if settings is None else (settings,)
-        settings = ExportSettings(*head, *legacy_args, **legacy_kwargs)
+    if not isinstance(settings, ExportSettings) or extra_args or extra_kwargs:
+        raise ValueError(  # noqa: TRY004 - the CLI and callers treat argument errors as ValueErrors
+            "Expected export_model(model, ExportSettings(...)); the keyword form export_model(model, formats, "
+            f"out_dir, data_cfg, ...) was removed. Received: {_describe_call(settings, extra_args, extra_kwargs)}."
+        )
     fmts = settings.export_formats
     data_cfg = settings.data_cfg
     model, source_path, source_sha = _resolve_model(model_or_path)
@@ -194,6 +194,18 @@ def _finish_interrupted_commit(path: Path) -> None:
 
 
 # === Argument checks ===
+
+
+def _describe_call(settings: Any, extra_args: tuple[Any, ...], extra_kwargs: Mapping[str, Any]) -> str:
+    if isinstance(settings, str):
+        what = f"a format name {settings!r}"
+    elif isinstance(settings, (list, tuple)):
+        what = f"a list of formats {list(settings)!r}"
+    else:
+        what = f"a {type(settings).__name__}"
+    extras = [f"{len(extra_args)} more positional argument(s)"] if extra_args else []
+    extras += [f"keyword(s) {sorted(extra_kwargs)}"] if extra_kwargs else []
+    return what + "".join(f" and {e}" for e in extras)
 
 
 def _resolve_model(model_or_path: Any) -> tuple[Any, str | None, str | None]:

@@ -20,8 +20,8 @@ The runs under TFLite-Micro and the checks live in :mod:`roverlite.export.micro_
 :mod:`roverlite.export.micro_interpreter`, the child-process side), the C source text in
 :mod:`roverlite.export.c_array`, the converter in :mod:`roverlite.export.micro_converter`, the
 finishing step in :mod:`roverlite.export.micro_finish`; their public names are re-exported here.
-:func:`export_c_array` and :func:`export_with_c_array` are kept as thin shorthands that build an
-:class:`~roverlite.export.ExportSettings` and call :func:`roverlite.export.export_model`.
+There is no separate entry point: ``export_model(model, ExportSettings("c_array", ...))`` (or
+``ExportSettings.from_run``) is how a C array is exported.
 
 The sidecar keeps ``runtime="litert"``: the ``.tflite`` file is what LiteRT reads for the export's
 self-check and on a Pi, and the device-side sidecar schema knows ``litert`` and ``onnxruntime``
@@ -36,14 +36,6 @@ Example:
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping, Sequence
-from typing import Any
-
-import numpy as np
-
-from roverlite.config import DataConfig
-from roverlite.export import ExportSettings, Tolerances, export_model
 from roverlite.export.c_array import (  # re-exported
     make_test_image,
     model_data_sources,
@@ -74,8 +66,6 @@ __all__ = [
     "MicroProbe",
     "check_micro_ops",
     "convert_c_array",
-    "export_c_array",
-    "export_with_c_array",
     "finish_c_array",
     "make_test_image",
     "measure_arena",
@@ -90,46 +80,3 @@ __all__ = [
     "test_image_header",
 ]
 
-
-def export_c_array(
-    model_or_path: Any,
-    out_dir: str | os.PathLike,
-    data_cfg: DataConfig,
-    calibration_images: np.ndarray | None = None,
-    check_images: np.ndarray | None = None,
-    check_masks: np.ndarray | None = None,
-    name: str | None = None,
-    recipe: Mapping[str, Any] | None = None,
-    representative_count: int = 100,
-    tolerances: Tolerances | None = None,
-    arena_margin: float = DEFAULT_ARENA_MARGIN,
-) -> MicroExportResult:
-    """Shorthand for ``export_model(model_or_path, ExportSettings("c_array", ...))[0]``."""
-    settings = ExportSettings(
-        C_ARRAY_FORMAT, out_dir, data_cfg, calibration_images=calibration_images, check_images=check_images,
-        check_masks=check_masks, name=name, recipe=recipe, representative_count=representative_count,
-        tolerances=tolerances, arena_margin=arena_margin,
-    )
-    (result,) = export_model(model_or_path, settings)
-    return result
-
-
-def export_with_c_array(
-    model_path: str | os.PathLike,
-    formats: Sequence[str] | str,
-    out_dir: str | os.PathLike,
-    data_cfg: DataConfig,
-    calibration_split: str = "train",
-    check_split: str = "val",
-    max_check_images: int | None = 32,
-    progress: bool = False,
-    **settings: Any,
-) -> list[Any]:
-    """Shorthand for ``export_model(model_path, ExportSettings.from_run(formats, ...))``."""
-    return export_model(
-        model_path,
-        ExportSettings.from_run(
-            formats, out_dir, data_cfg, calibration_split=calibration_split, check_split=check_split,
-            max_check_images=max_check_images, progress=progress, **settings,
-        ),
-    )
