@@ -117,10 +117,8 @@ def _time(model, variants, table, threads, runs) -> list[dict[str, Any]]:
 
 
 def _peak(rows, threads) -> dict[str, Any]:
-    try:
-        from roverlite.export.peak import measure_peak
-    except ImportError:
-        from roverlite.report.peak import measure_peak
+    from roverlite.export.peak import measure_peak
+
     peaks = {}
     for t in threads:
         peak = measure_peak(threads=t).int8_litert_gmacs

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from export_helpers import BLOCKED_MODULES, DATA_CFG, SIZE, band_scenes
+from loop_fakes import ConstantSegmenter, CountingSource
 from PIL import Image
 
 from roverlite.deploy import Segmenter, load_testpack, make_bundle
@@ -759,45 +760,10 @@ def test_loop_latency_stats_keep_a_fixed_window_of_recent_samples():
     assert stats._rings["model"].nbytes == 400  # float32, allocated once
 
 
-class _ConstantSegmenter:
-    """Just what ``run_loop`` calls: a 1-channel model whose mask is class 1 everywhere."""
-
-    channels = 1
-
-    def __init__(self) -> None:
-        self.runner = self
-
-    def preprocess(self, pixels: np.ndarray) -> np.ndarray:
-        return pixels[None].astype(np.float32)
-
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        return np.stack([np.zeros(batch.shape[1:3]), np.ones(batch.shape[1:3])], axis=-1)[None]
-
-    def overlay(self, image: np.ndarray, mask: np.ndarray, alpha: float) -> np.ndarray:
-        return np.repeat(mask[..., None] * 255, 3, axis=-1).astype(np.uint8)
-
-
-class _CountingSource:
-    kind, is_camera = "test", False
-
-    def __init__(self, frames: int) -> None:
-        self.left, self.index = frames, 0
-
-    def read(self):
-        if self.left == 0:
-            return None
-        self.left -= 1
-        self.index += 1
-        return _load_edgeloop("frames").Frame(self.index - 1, np.zeros((6, 8), np.uint8), "test", 0.0)
-
-    def close(self) -> None:
-        pass
-
-
 @pytest.mark.parametrize(("keep", "expected"), [(3, (12, 15, 18)), (0, (0, 3, 6, 9, 12, 15, 18))])
 def test_loop_keeps_only_the_newest_overlays_or_all_with_keep_zero(keep, expected, tmp_path):
     loop = _load_edgeloop("loop")
     options = loop.LoopOptions(max_frames=20, overlay_dir=tmp_path, overlay_every=3, overlay_keep=keep, log_every_s=0)
-    summary = loop.run_loop(_ConstantSegmenter(), _CountingSource(20), options)
+    summary = loop.run_loop(ConstantSegmenter(), CountingSource(20), options)
     assert summary["frames"] == 20 and summary["overlays_written"] == 7
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"overlay_{k:06d}.png" for k in expected]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from loop_fakes import ConstantSegmenter, CountingSource
 
 def _edgeloop(name: str):
     return importlib.import_module(f"roverlite.deploy.edgeloop.{name}")
@@ -77,38 +78,6 @@ def test_keep_masks_is_validated_and_reaches_the_png_publisher_from_the_loop_arg
     assert publisher.keep == 7
 
 
-class _ConstantSegmenter:
-    channels = 1
-
-    def __init__(self) -> None:
-        self.runner = self
-
-    def preprocess(self, pixels: np.ndarray) -> np.ndarray:
-        return pixels[None].astype(np.float32)
-
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        return np.stack([np.zeros(batch.shape[1:3]), np.ones(batch.shape[1:3])], axis=-1)[None]
-
-    def overlay(self, image: np.ndarray, mask: np.ndarray, alpha: float) -> np.ndarray:
-        return np.repeat(mask[..., None] * 255, 3, axis=-1).astype(np.uint8)
-
-
-class _Source:
-    kind, is_camera = "test", False
-
-    def __init__(self, frames: int) -> None:
-        self.frames, self.index = frames, 0
-
-    def read(self):
-        if self.index == self.frames:
-            return None
-        self.index += 1
-        return _frame(self.index - 1)
-
-    def close(self) -> None:
-        pass
-
-
 def test_the_loop_interns_no_file_name_per_frame(tmp_path, monkeypatch):
     # pathlib calls sys.intern on every new path part: one new table entry per overlay or mask name,
     # which resized CPython's interned-string table during the Jetson soak (+0.52 MiB at frame 49,500).
@@ -118,7 +87,7 @@ def test_the_loop_interns_no_file_name_per_frame(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "intern", lambda text: interned.append(text) or real_intern(text))
     options = loop.LoopOptions(max_frames=40, overlay_dir=tmp_path / "overlays", overlay_every=2, overlay_keep=3,
                                log_every_s=0)
-    summary = loop.run_loop(_ConstantSegmenter(), _Source(40), options,
+    summary = loop.run_loop(ConstantSegmenter(), CountingSource(40, shape=(4, 6), name="test#{index}"), options,
                             [publish.MaskPngPublisher(tmp_path / "masks", keep=5)])
     assert summary["frames"] == 40 and len(_names(tmp_path / "overlays")) == 3 and len(_names(tmp_path / "masks")) == 5
     assert [name for name in interned if name.startswith(("overlay_", "mask_", ".overlay_", ".mask_"))] == []

@@ -96,7 +96,7 @@ class DataConfig:
         label_map: raw id -> id remapping applied to masks on load (e.g. AI4Mars -> AN2DL).
         hazards: hazard class -> the traversable classes it must never be predicted as, e.g.
             ``{big_rock: [soil, sand]}``; every eval, export self-check, gate and report then
-            shows its miss rate and false-hazard rate (``roverlite.train.metrics.hazard_rates``).
+            shows its miss rate and false-hazard rate (``roverlite.core.metrics.hazard_rates``).
         palette: for RGB colour masks, one ``[r, g, b, id]`` entry per colour.
         image_size: model input ``[height, width]``; images are resized bilinearly, masks nearest.
         color_mode: ``grayscale`` (1 channel) or ``rgb`` (3 channels).

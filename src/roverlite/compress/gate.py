@@ -13,7 +13,7 @@ floors:
   a fifth of what it had, while mIoU barely moves;
 * **hazards** (optional): for each hazard the data declares (``data.hazards``, carried by the
   sidecar), the absolute increase of its miss rate (hazard pixels predicted as a traversable
-  class, :func:`roverlite.train.metrics.hazard_rates`) over the teacher's must stay within
+  class, :func:`roverlite.core.metrics.hazard_rates`) over the teacher's must stay within
   ``max_hazard_miss_increase``. mIoU and even the rock's IoU can hold while the rocks the model
   still gets wrong turn into sand: this floor catches a compression that makes the rover blind.
 

@@ -29,7 +29,6 @@ Example:
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import math
@@ -414,7 +413,9 @@ def time_tflite(
     contents: Sequence[bytes], threads: int, warmup: int = 10, runs: int = 100, rounds: int = 5
 ) -> list[float]:
     """p50 ms of each TFLite model (any number of inputs), loaded together and timed in interleaved rounds."""
-    interpreter_class = _interpreter_class()
+    from roverlite.deploy.runtime import tflite_interpreter_class
+
+    interpreter_class, _ = tflite_interpreter_class()
     rng = np.random.default_rng(0)
     interpreters = []
     for content in contents:
@@ -438,17 +439,6 @@ def time_tflite(
                 interpreter.invoke()
                 out.append((time.perf_counter() - start) * 1e3)
     return [percentile(t, 50) for t in times]
-
-
-def _interpreter_class() -> Any:
-    from roverlite.deploy.runtime import TFLITE_BACKENDS
-
-    for module_name in TFLITE_BACKENDS:
-        try:
-            return importlib.import_module(module_name).Interpreter
-        except ImportError:
-            continue
-    raise ImportError(f"No TFLite runtime found. Expected one of {list(TFLITE_BACKENDS)} (pip install ai-edge-litert).")
 
 
 def _runtime_name() -> str:

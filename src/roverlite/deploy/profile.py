@@ -58,9 +58,9 @@ def profile_tflite(
         "delegated", "macs", "mac_share"}], "estimated_macs", "no_delegate_p50_ms",
         "delegate_speedup", "notes"}``; ``ops`` sorted by MACs, then node count.
     """
-    from roverlite.deploy.runtime import _tflite_interpreter_class
+    from roverlite.deploy.runtime import tflite_interpreter_class
 
-    interpreter_class, backend = _tflite_interpreter_class()
+    interpreter_class, backend = tflite_interpreter_class()
     notes = ["per-op times are not exposed by the LiteRT Python API; mac_share is estimated from tensor shapes"]
     delegated = _new_interpreter(interpreter_class, content, threads, delegates=True)
     ops = delegated._get_ops_details()

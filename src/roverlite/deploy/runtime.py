@@ -38,6 +38,7 @@ __all__ = [
     "TFLiteRunner",
     "TensorInfo",
     "check_onnx_bytes",
+    "tflite_interpreter_class",
     "check_threads",
     "check_tflite_bytes",
     "default_providers",
@@ -216,7 +217,7 @@ class TFLiteRunner(Runner):
 
     def __init__(self, path: Path, content: bytes, threads: int | None = None) -> None:
         self.path = path
-        interpreter_class, self.backend = _tflite_interpreter_class()
+        interpreter_class, self.backend = tflite_interpreter_class()
         try:
             self._interpreter = interpreter_class(model_content=content, num_threads=threads)
             self._interpreter.allocate_tensors()
@@ -240,7 +241,8 @@ class TFLiteRunner(Runner):
         return self._interpreter.get_tensor(self._output_index).copy()
 
 
-def _tflite_interpreter_class() -> tuple[Any, str]:
+def tflite_interpreter_class() -> tuple[Any, str]:
+    """The first TFLite ``Interpreter`` class that imports (``TFLITE_BACKENDS`` order) and its module name."""
     reasons = []
     for module_name in TFLITE_BACKENDS:
         try:

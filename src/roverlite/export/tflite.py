@@ -150,9 +150,9 @@ def _representative(calibration: np.ndarray) -> Iterator[list[np.ndarray]]:
 
 def tflite_ops(content: bytes) -> list[TFLiteOp]:
     """The operators of a TFLite model in execution order, read with the device interpreter."""
-    from roverlite.deploy.runtime import _tflite_interpreter_class
+    from roverlite.deploy.runtime import tflite_interpreter_class
 
-    interpreter_class, _ = _tflite_interpreter_class()
+    interpreter_class, _ = tflite_interpreter_class()
     interpreter = interpreter_class(model_content=content)
     # _get_ops_details is private but is the only op listing both LiteRT and tf.lite expose.
     return [

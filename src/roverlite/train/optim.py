@@ -66,8 +66,9 @@ def build_optimizer(
     return optimizer
 
 
-# Layers whose gradient XLA cannot compile on the CPU (no ResizeNearestNeighborGrad kernel for XLA_CPU_JIT).
-_NO_XLA_GRADIENT = {"UpSampling2D": lambda layer: getattr(layer, "interpolation", "") == "nearest"}
+def _no_xla_gradient(layer: keras.layers.Layer) -> bool:
+    """A nearest up-sampling: its gradient, ResizeNearestNeighborGrad, has no XLA CPU kernel."""
+    return isinstance(layer, keras.layers.UpSampling2D) and layer.interpolation == "nearest"
 
 
 def jit_compile_for(requested: bool, *models: keras.Model) -> bool:
@@ -79,10 +80,7 @@ def jit_compile_for(requested: bool, *models: keras.Model) -> bool:
     """
     if not requested:
         return False
-    blocked = [
-        layer.name for model in models for layer in model.layers
-        if _NO_XLA_GRADIENT.get(type(layer).__name__, lambda _: False)(layer)
-    ]
+    blocked = [layer.name for model in models for layer in model.layers if _no_xla_gradient(layer)]
     if blocked:
         logging.getLogger(__name__).info(
             "train.jit_compile is on, but XLA cannot compile the gradient of %s (nearest up-sampling): "
