@@ -67,7 +67,8 @@ def variant_recipes(
     ``pruned_student`` is ``(model name, overrides)`` of the architecture a pruned student recipe
     ends with (see :func:`pruned_architecture`); it is needed for that recipe's scratch ablation.
     """
-    from roverlite.compress.recipe import DistillStep, ExportStep, QatStep, Recipe, StructuredStep
+    from roverlite.compress.recipe import Recipe
+    from roverlite.compress.steps import DistillStep, ExportStep, QatStep, StructuredStep
 
     gate = student.gate
     distill = [s for s in student.steps if s.kind == "distill"]

@@ -177,7 +177,7 @@ def test_a_pruned_student_gets_a_labels_only_and_a_from_scratch_ablation(bench):
 
 
 def test_the_scratch_architecture_of_a_pruned_student_is_the_pruned_model(bench, tmp_path):
-    from roverlite.compress.recipe import StructuredStep
+    from roverlite.compress.steps import StructuredStep
     from roverlite.compress.structured import structured_prune
     from roverlite.config import load_config
     from roverlite.train.modelfile import save_model_file

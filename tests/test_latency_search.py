@@ -10,6 +10,7 @@ import pytest
 from export_helpers import band_scenes
 from PIL import Image
 
+from roverlite.compress._registry import StepContext
 from roverlite.compress.channel_search import importance_lost, search_channels
 from roverlite.compress.latency_table import (
     TABLE_FORMAT,
@@ -19,7 +20,8 @@ from roverlite.compress.latency_table import (
     level_model,
     load_latency_table,
 )
-from roverlite.compress.recipe import Recipe, StructuredStep
+from roverlite.compress.recipe import Recipe
+from roverlite.compress.steps import StructuredStep
 from roverlite.config import ConfigError
 
 WIDTHS = (16, 32, 64)
@@ -193,13 +195,12 @@ def _tiny_table() -> LatencyTable:
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_structured_step_with_a_table_prunes_as_searched_and_records_predicted_and_measured(tmp_path):
-    from roverlite.compress.steps import run_structured
     from roverlite.train.models import create_model
 
     _tiny_table().save(tmp_path / "table.json")
     step = StructuredStep(latency_ratio=0.6, table=str(tmp_path / "table.json"), epochs=0)
     model = create_model("unet_tiny", input_shape=(32, 32, 1), num_classes=4)
-    thin, details = run_structured(step, model, None, 1)  # no fine-tuning: no training context needed
+    thin, details = step.run(model, StepContext(index=1))  # no fine-tuning: no training context needed
     search = details["latency_search"]
     assert details["widths_after"] == [4, 8, 12] and search["keep_ratios"] == [1.0, 1.0, 0.75]
     assert search["predicted_ms"] == pytest.approx(5.0 - 2.4) and search["target_ms"] == pytest.approx(3.0)
@@ -207,7 +208,7 @@ def test_structured_step_with_a_table_prunes_as_searched_and_records_predicted_a
     assert thin.get_layer("bottleneck_1_conv").filters == 12
     nearest = StructuredStep(latency_ratio=0.6, table=str(tmp_path / "table.json"), epochs=0, decoder="nearest")
     with pytest.raises(ValueError, match="architecture .*'transpose'.*model: .*'nearest'"):
-        run_structured(nearest, model, None, 1)
+        nearest.run(model, StepContext(index=1))
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
@@ -13,7 +14,8 @@ from export_helpers import band_scenes, trained_tiny_model
 from PIL import Image
 
 from roverlite.compress.gate import GateError
-from roverlite.compress.recipe import ExportStep, PruneStep, QatStep, Recipe, StructuredStep, load_recipe
+from roverlite.compress.recipe import Recipe, load_recipe
+from roverlite.compress.steps import ExportStep, PruneStep, QatStep, StructuredStep
 from roverlite.compress.runner import run_recipe
 from roverlite.config import ConfigError, load_config
 
@@ -213,18 +215,18 @@ def test_distill_qat_export_saves_every_step_with_artifact_sidecar_and_gate(teac
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_structured_with_alpha_distils_the_thin_model_from_the_unpruned_one(teacher_run, tmp_path, monkeypatch):
-    import roverlite.compress.steps as steps
+    distillation = importlib.import_module("roverlite.compress.distill")  # the package's `distill` is the function
     from roverlite.io import sha256_file
     from roverlite.train.modelfile import load_model_file
 
     calls = []
-    real_distill = steps.distill
+    real_distill = distillation.distill
 
     def spy(teacher, student, *args, **kwargs):
         calls.append((teacher.count_params(), student.count_params(), args[2]))
         return real_distill(teacher, student, *args, **kwargs)
 
-    monkeypatch.setattr(steps, "distill", spy)
+    monkeypatch.setattr(distillation, "distill", spy)
     before = sha256_file(teacher_run / "model.h5")
     recipe = _recipe({"structured": {"keep_ratio": 0.5, "epochs": 1, "alpha": 0.7, "temperature": 2.0}},
                      {"export": {"formats": ["tflite"]}}, gate=LOOSE_GATE)
@@ -265,9 +267,9 @@ def _first_call(module, name: str, step: dict, teacher_run, tmp_path, monkeypatc
 
 def _distill_config_of(step: dict, teacher_run, tmp_path, monkeypatch):
     """The DistillConfig a one-step recipe hands to ``distill``."""
-    import roverlite.compress.steps as steps
+    distillation = importlib.import_module("roverlite.compress.distill")
 
-    args, _ = _first_call(steps, "distill", step, teacher_run, tmp_path, monkeypatch)
+    args, _ = _first_call(distillation, "distill", step, teacher_run, tmp_path, monkeypatch)
     return args[4]
 
 
@@ -400,7 +402,7 @@ def test_gate_enforce_every_step_is_the_default_and_final_step_checks_only_the_l
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_prune_structured_pqat_chain_keeps_zeros_and_thins_the_model(teacher_run, tmp_path):
-    from roverlite.compress.steps import kernel_sparsity
+    from roverlite.compress.prune import kernel_sparsity
     from roverlite.train.modelfile import load_model_file
 
     recipe = _recipe(

@@ -30,6 +30,7 @@ _LAZY = {
     "count_macs": "roverlite.train.macs",
     "build_loss": "roverlite.train.losses",
     "StreamingConfusion": "roverlite.core.metrics",
+    "Preprocessing": "roverlite.core.preprocessing",
     "PruneConfig": "roverlite.compress",
     "prune": "roverlite.compress",
     "strip": "roverlite.compress",

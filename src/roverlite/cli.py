@@ -155,18 +155,20 @@ def _run_config(args: argparse.Namespace, model: Path, extra: Sequence[str] = ()
     return _config_from_args(args, extra)
 
 
-# Data settings an artifact's sidecar defines: its preprocessing and what its outputs mean.
-SIDECAR_DATA_KEYS = ("classes", "colors", "ignore_index", "eval_classes", "image_size", "color_mode", "mean", "std")
+# Data settings an artifact's sidecar defines besides its preprocessing (core.preprocessing.DATA_CONFIG_KEYS):
+# what its outputs mean.
+SIDECAR_CLASS_KEYS = ("classes", "colors", "ignore_index", "eval_classes")
 
 
 def _artifact_data_config(artifact: Path, data: str | None, overrides: Sequence[str] = ()):
     """A DataConfig for evaluating ``artifact`` on ``data``: classes and input come from its sidecar.
 
     ``--set data.KEY=VALUE`` overrides of how the data is read still apply (e.g. a split seed or
-    an image cap); one that would change what the sidecar defines (``SIDECAR_DATA_KEYS``) is
+    an image cap); one that would change what the sidecar defines (its classes and preprocessing) is
     refused, since the artifact runs with its sidecar's preprocessing whatever the config says.
     """
     from roverlite.config import Config, apply_overrides
+    from roverlite.core.preprocessing import DATA_CONFIG_KEYS
     from roverlite.deploy.sidecar import read_sidecar, sidecar_path
 
     if data is None:
@@ -184,14 +186,12 @@ def _artifact_data_config(artifact: Path, data: str | None, overrides: Sequence[
         "colors": [list(c) for c in meta.class_colors],
         "ignore_index": meta.ignore_index,
         "eval_classes": [meta.classes[i] for i in meta.eval_class_ids],
-        "image_size": list(meta.input.shape[1:3]),
-        "color_mode": meta.color_mode,
-        "mean": list(meta.mean),
-        "std": list(meta.std),
+        **meta.preprocessing.data_config_fields(),
     }}
     defined = Config.from_dict(raw).data
     wanted = Config.from_dict(apply_overrides(raw, overrides)).data
-    conflicts = [key for key in SIDECAR_DATA_KEYS if getattr(wanted, key) != getattr(defined, key)]
+    keys = (*SIDECAR_CLASS_KEYS, *DATA_CONFIG_KEYS)
+    conflicts = [key for key in keys if getattr(wanted, key) != getattr(defined, key)]
     if conflicts:
         key = conflicts[0]
         raise ValueError(
@@ -210,7 +210,8 @@ def _plain(value):
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from roverlite.io import atomic_write_json
+    from roverlite.core.documents import EVAL
+    from roverlite.io import write_document
 
     model = Path(args.model)
     if model.suffix.lower() in ARTIFACT_SUFFIXES:
@@ -243,7 +244,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.per_image:
         _print_worst_images(result.get("per_image", []))
     if args.json:
-        atomic_write_json(args.json, result)
+        write_document(args.json, EVAL, result)
         print(f"\nresults written to {args.json}")
     return 0
 
@@ -305,7 +306,7 @@ def cmd_latency_table(args: argparse.Namespace) -> int:
 
     table = write_latency_table(args.model, args.out, granularity=args.granularity, threads=args.thread_counts,
                                 input_shape=args.input_shape, num_classes=args.classes, decoder=args.decoder,
-                                resolution=args.resolution, runs=args.runs)
+                                resolution=args.resolution, runs=args.runs, stem=args.stem)
     for t in table.threads:
         print(f"{t} thread(s): whole model {table.full_ms[t]:.3f} ms; per level at full width "
               + ", ".join(f"{w}: {table.ms(i, w, t):.3f}" for i, w in enumerate(table.widths)))
@@ -498,8 +499,11 @@ def build_parser() -> argparse.ArgumentParser:
     lt.add_argument("--granularity", type=int, default=8, help="candidate widths are its multiples (default 8)")
     lt.add_argument("--threads", dest="thread_counts", type=int, nargs="+", default=[1, 2],
                     help="LiteRT thread counts (default 1 2)")
-    lt.add_argument("--decoder", choices=["nearest"], help="measure with the nearest decoder (as structured: decoder)")
+    lt.add_argument("--decoder", choices=["nearest", "shuffle"],
+                    help="measure with this decoder swapped in (as structured: decoder)")
     lt.add_argument("--resolution", type=float, default=1.0, help="0.5: measure at half resolution")
+    lt.add_argument("--stem", choices=["pool", "shuffle"], default="pool",
+                    help="with --resolution 0.5: the half-resolution stem (as structured: stem)")
     lt.add_argument("--input-shape", type=int, nargs=3, default=[128, 128, 1], metavar=("H", "W", "C"),
                     help="for a registered name (default 128 128 1)")
     lt.add_argument("--classes", type=int, default=4, help="for a registered name (default 4)")

@@ -26,6 +26,7 @@ from typing import Any, Mapping, Sequence
 
 from roverlite._yaml import MAX_NUMBER_CHARS, config_dumper, parse_yaml
 from roverlite.core.errors import ConfigError, did_you_mean  # re-exported: the config's error type
+from roverlite.core.preprocessing import Preprocessing
 
 DATA_FORMATS = ("folder", "npz", "synthetic")
 COLOR_MODES = ("grayscale", "rgb")
@@ -235,6 +236,11 @@ class DataConfig:
     @property
     def channels(self) -> int:
         return 1 if self.color_mode == "grayscale" else 3
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """How images of this data become model inputs (size, channels, normalisation, gray rule)."""
+        return Preprocessing.from_data_config(self)
 
     @property
     def num_classes(self) -> int:

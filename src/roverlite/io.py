@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable
 
@@ -198,6 +199,15 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(path, _json_text(obj))
+
+
+def write_document(path: str | os.PathLike, kind: str, body: Mapping[str, Any]) -> Path:
+    """:func:`atomic_write_json` of a run document stamped with its ``kind`` and ``schema_version``
+    (:func:`roverlite.core.documents.stamp`; :func:`~roverlite.core.documents.read_document` reads it)."""
+    # Imported here: a device bundle copies io.py without core/documents.py (deploy writes no run documents).
+    from roverlite.core.documents import stamp
+
+    return atomic_write_json(path, stamp(kind, body))
 
 
 def write_staged_json(staged: str | os.PathLike, final: str | os.PathLike, obj: Any) -> Path:

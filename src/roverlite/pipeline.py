@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from roverlite.config import Config
+from roverlite.core.documents import RECIPE_RESULT, REPORT_SUMMARY, TRAIN_SUMMARY, read_document
 from roverlite.io import atomic_write_json, ensure_writable_dir
 
 log = logging.getLogger(__name__)
@@ -282,10 +283,10 @@ def _adopt_teacher(cfg: Config, source: Path, teacher: Path) -> dict[str, Any]:
     if teacher.exists():
         shutil.rmtree(teacher)
     shutil.copytree(source, teacher, ignore=shutil.ignore_patterns("checkpoints", ".worker-*"))
-    summary = json.loads((teacher / "summary.json").read_text())
-    log.info("teacher adopted from %s (val mIoU %.4f)", source, summary.get("miou", float("nan")))
+    summary = read_document(teacher / "summary.json", expect=TRAIN_SUMMARY)
+    log.info("teacher adopted from %s (val mIoU %.4f)", source, float("nan") if summary.miou is None else summary.miou)
     return {"adopted_from": str(source.resolve()), "model_sha256": sha256_file(teacher / "model.h5"),
-            "best_miou": summary.get("miou"), "epochs": summary.get("epochs_run")}
+            "best_miou": summary.miou, "epochs": summary.epochs_run}
 
 
 def _stage_compress(cfg: Config, run_dir: Path, recipe: Any, progress: bool, adopt: Path | None) -> dict[str, Any]:
@@ -320,16 +321,16 @@ def _adopt_compressed(source: Path, teacher_model: Path, out: Path) -> dict[str,
     if not result_file.is_file() or not (source / "recipe.yaml").is_file():
         raise FileNotFoundError(f"Cannot adopt {str(source)!r} as the compress stage. Expected a finished "
                                 f"`roverlite compress` folder (recipe.yaml, recipe_result.json). Received: none there.")
-    result = json.loads(result_file.read_text())
-    used, ours = (result.get("teacher") or {}).get("sha256"), sha256_file(teacher_model)
+    result = read_document(result_file, expect=RECIPE_RESULT)
+    used, ours = result.teacher.get("sha256"), sha256_file(teacher_model)
     if used != ours:
         raise ValueError(f"Cannot adopt {str(source)!r}: it was compressed from another teacher. Expected teacher "
                          f"model.h5 sha256 {ours}. Received: {used}.")
     shutil.copytree(source, out)
     students = [step.student for step in load_recipe(out / "recipe.yaml").steps if step.kind == "distill"]
-    log.info("compress stage adopted from %s (recipe %s, %s)", source, result.get("recipe"), result.get("status"))
-    return {"adopted_from": str(source.resolve()), "recipe_status": result.get("status"),
-            "recipe_message": result.get("message", ""), "student": students[-1] if students else None}
+    log.info("compress stage adopted from %s (recipe %s, %s)", source, result.recipe, result.status)
+    return {"adopted_from": str(source.resolve()), "recipe_status": result.status,
+            "recipe_message": result.message, "student": students[-1] if students else None}
 
 
 def _stage_export(cfg: Config, run_dir: Path, progress: bool) -> dict[str, Any]:
@@ -391,15 +392,15 @@ def deliverable_of(run_dir: Path, enforced: bool) -> dict[str, Any] | None:
     result_file = run_dir / "compress" / "recipe_result.json"
     if not result_file.is_file():
         return None
-    steps = json.loads(result_file.read_text()).get("steps") or []
-    if not steps or not steps[-1].get("artifacts"):
+    steps = read_document(result_file, expect=RECIPE_RESULT).steps
+    if not steps or not steps[-1].artifacts:
         return None
-    last, row = steps[-1], steps[-1]["artifacts"][0]
+    last, row = steps[-1], steps[-1].artifacts[0]
     # Paths inside this run (an adopted compress folder records where it was made).
-    artifact = run_dir / "compress" / Path(last["dir"]).name / Path(row["artifact"]).name
+    artifact = run_dir / "compress" / Path(str(last.dir)).name / Path(str(row["artifact"])).name
     passed = bool(row.get("gate_passed"))
-    return {"artifact": str(artifact), "label": None, "step": Path(last["dir"]).name,
-            "gate": {"passed": passed, "reasons": [] if passed else list(last.get("gate_reasons") or [])},
+    return {"artifact": str(artifact), "label": None, "step": Path(str(last.dir)).name,
+            "gate": {"passed": passed, "reasons": [] if passed else list(last.gate_reasons)},
             "enforced": enforced}
 
 
@@ -496,7 +497,7 @@ def run_pipeline(
         info = stages[name]()
         _mark_done(run_dir, state, name, time.perf_counter() - t0, **info)
         log.info("[%d/%d] %s finished in %.1f s", index, len(STAGES), name, time.perf_counter() - t0)
-    summary = json.loads((run_dir / "report" / "summary.json").read_text())["variants"]
+    summary = [dict(v) for v in read_document(run_dir / "report" / "summary.json", expect=REPORT_SUMMARY).variants]
     return PipelineResult(run_dir, run_dir / "report", summary, time.perf_counter() - started, found,
                           deliverable_of(run_dir, gate))
 

@@ -12,10 +12,13 @@ validated config where there are settings:
   model's zeros.
 * :mod:`~roverlite.compress.distill`: knowledge distillation from a teacher into any preset.
 
-Chained by a recipe (:mod:`~roverlite.compress.recipe`: the YAML schema and its order rules; each
-step kind one frozen class registered with :func:`~roverlite.compress._registry.register_step`,
-with its ``run(model, ctx)``), run by :func:`~roverlite.compress.runner.run_recipe` (a loop over the
-steps; :mod:`~roverlite.compress.steps` holds the shared fine-tuning set-up and training bodies), with an accuracy gate after every step (:mod:`~roverlite.compress.gate`) and a per-layer
+Chained by a recipe (:mod:`~roverlite.compress.recipe`: the YAML schema and its order rules), whose
+step kinds are one frozen class each in :mod:`~roverlite.compress.steps` (one module per kind,
+registered with :func:`~roverlite.compress._registry.register_step`, with its ``run(model, ctx)``
+beside the technique it drives; training steps fine-tune with
+:class:`~roverlite.compress.finetune.FineTune`, the run's own set-up from
+:mod:`roverlite.train.setup`), run by :func:`~roverlite.compress.runner.run_recipe` (a loop over the
+steps), with an accuracy gate after every step (:mod:`~roverlite.compress.gate`) and a per-layer
 int8 error table (:mod:`~roverlite.compress.qdebug`).
 
 Workstation-only: importing this package imports TensorFlow and TFMOT (after

@@ -21,7 +21,16 @@ from typing import Any, ClassVar
 
 from roverlite.config import CLASS_WEIGHTINGS, ConfigError, ModelConfig, check_loss_terms, did_you_mean
 
-__all__ = ["STEP_TYPES", "HardLoss", "StepBase", "StepContext", "TrainingStep", "register_step"]
+__all__ = [
+    "STEP_TYPES",
+    "HardLoss",
+    "StepBase",
+    "StepContext",
+    "TrainingStep",
+    "check_count",
+    "check_rate",
+    "register_step",
+]
 
 _STEP_TYPES: dict[str, type] = {}
 STEP_TYPES: Mapping[str, type] = MappingProxyType(_STEP_TYPES)
@@ -51,7 +60,7 @@ class StepContext:
         index: the step's position in the recipe (from 1); seeds its batches.
         out_dir: the recipe's run folder (caches go there; ``None``: no cache).
         fine_tune: returns the shared training set-up
-            (:class:`~roverlite.compress.steps.FineTune`: data, loss, optimiser, seed), built on
+            (:class:`~roverlite.compress.finetune.FineTune`: data, loss, optimiser, seed), built on
             first use so that steps which do not train read no training data.
     """
 
@@ -137,11 +146,30 @@ class StepBase:
 
 
 class TrainingStep(StepBase):
-    """A step that trains on the labels: ``class_weighting`` and ``loss`` fields, one :class:`HardLoss`."""
+    """A step that trains on the labels: ``epochs``, ``learning_rate``, ``class_weighting`` and ``loss``
+    fields, the last two one :class:`HardLoss`."""
 
     @property
     def hard_loss(self) -> HardLoss:
         return HardLoss(self.class_weighting, self.loss, self.kind)  # type: ignore[attr-defined]
 
-    def _check_hard_loss(self) -> None:
+    def _check_training(self, min_epochs: int = 1) -> None:
+        """Check the fields every training step has (the hard loss validated once, by :class:`HardLoss`)."""
+        check_count(self.epochs, f"{self.kind}.epochs", min_epochs)  # type: ignore[attr-defined]
+        check_rate(self.learning_rate, f"{self.kind}.learning_rate")  # type: ignore[attr-defined]
         object.__setattr__(self, "loss", self.hard_loss.loss)
+
+
+# === Checks ===
+
+
+def check_count(value: Any, where: str, minimum: int) -> None:
+    """An integer (not a bool) >= ``minimum``, else a ConfigError naming ``where``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"Expected {where} to be an integer >= {minimum}. Received: {value!r}.")
+
+
+def check_rate(value: Any, where: str) -> None:
+    """A learning rate > 0, or None (the step's default)."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
+        raise ConfigError(f"Expected {where} > 0 or null (the step's default). Received: {value!r}.")

@@ -360,11 +360,13 @@ def gate_artifact(
 
 
 def write_gate(path: str | os.PathLike, step: str, reports: Sequence[GateReport]) -> Path:
-    """Write a step's ``gate.json``: ``{"step", "passed", "artifacts": [report, ...]}`` (atomically)."""
-    from roverlite.io import atomic_write_json
+    """Write a step's ``gate.json``: ``{"kind": "gate", "schema_version", "step", "passed", "artifacts": [report, ...]}``
+    (atomically; :func:`roverlite.core.documents.read_document` reads it)."""
+    from roverlite.core.documents import GATE
+    from roverlite.io import write_document
 
-    return atomic_write_json(
-        path, {"step": step, "passed": all(r.passed for r in reports), "artifacts": [r.to_dict() for r in reports]}
+    return write_document(
+        path, GATE, {"step": step, "passed": all(r.passed for r in reports), "artifacts": [r.to_dict() for r in reports]}
     )
 
 

@@ -241,7 +241,8 @@ def check_table_fits(table: LatencyTable, model: keras.Model, where: str = "late
     differ = [f"{k} {found[k]!r} (model: {wanted[k]!r})" for k in wanted if found[k] != wanted[k]]
     if differ:
         raise ValueError(f"Expected a {where} measured for this model. Received: {'; '.join(differ)}. Measure one "
-                         "with `roverlite latency-table` (with the step's --decoder / --resolution), or use table: this.")
+                         "with `roverlite latency-table` (with the step's --decoder / --resolution / --stem), or use "
+                         "table: this.")
 
 
 def candidate_widths(width: int, granularity: int) -> list[int]:
@@ -271,11 +272,18 @@ def _ms(value: Any, where: str) -> float:
 
 
 def architecture_of(model: keras.Model) -> dict[str, Any]:
-    """``{"decoder": "transpose" | "nearest", "resolution": 1.0 | 0.5}``: what a table must match."""
+    """``{"decoder": "transpose" | "nearest" | "shuffle", "resolution": 1.0 | 0.5}``, plus ``"stem":
+    "shuffle"`` for a space-to-depth stem: what a table must match (tables measured before the shuffle
+    moves carry no ``stem`` and still match pool-stem models)."""
     names = [layer.name for layer in model.layers]
-    decoder = "transpose" if any(n.startswith("dec") and n.endswith("_tconv") for n in names) else "nearest"
+    decoder = "nearest"
+    if any(n.startswith("dec") and n.endswith("_tconv") for n in names):
+        decoder = "transpose"
+    elif any(n.startswith("dec") and n.endswith("_shuffle") for n in names):
+        decoder = "shuffle"
     half = any(n.startswith("stem") for n in names)
-    return {"decoder": decoder, "resolution": 0.5 if half else 1.0}
+    found = {"decoder": decoder, "resolution": 0.5 if half else 1.0}
+    return {**found, "stem": "shuffle"} if "stem_shuffle" in names else found
 
 
 def measure_latency_table(
@@ -471,23 +479,25 @@ def write_latency_table(
     decoder: str | None = None,
     resolution: float = 1.0,
     runs: int = 100,
+    stem: str = "pool",
 ) -> LatencyTable:
     """Measure the table of a run folder, a ``model.h5`` or an (untrained) registered model; save it to ``out``.
 
-    ``decoder: nearest`` and ``resolution: 0.5`` measure the model as a ``structured`` step with
-    those options will ship it. ``input_shape`` and ``num_classes`` apply to registered names only.
+    ``decoder`` (``nearest`` / ``shuffle``), ``resolution: 0.5`` and ``stem`` measure the model as a
+    ``structured`` step with those options will ship it. ``input_shape`` and ``num_classes`` apply
+    to registered names only.
     """
     model = _load_source(source, input_shape, num_classes)
-    if decoder == "nearest":
-        from roverlite.compress.decoder import nearest_decoder
+    if decoder in ("nearest", "shuffle"):
+        from roverlite.compress.decoder import nearest_decoder, shuffle_decoder
 
-        model = nearest_decoder(model)
+        model = nearest_decoder(model) if decoder == "nearest" else shuffle_decoder(model)
     elif decoder is not None:
-        raise ValueError(f"Expected decoder null or 'nearest'. Received: {decoder!r}.")
+        raise ValueError(f"Expected decoder null, 'nearest' or 'shuffle'. Received: {decoder!r}.")
     if resolution == 0.5:
         from roverlite.compress.resolution import half_resolution
 
-        model = half_resolution(model)
+        model = half_resolution(model, stem)
     elif resolution != 1.0:
         raise ValueError(f"Expected resolution 1.0 or 0.5. Received: {resolution!r}.")
     table = measure_latency_table(model, granularity, threads, runs=runs, name=Path(str(source)).name)

@@ -52,6 +52,7 @@ __all__ = [
     "PruneConfig",
     "fine_tune_pruned",
     "is_pruning_wrapped",
+    "kernel_sparsity",
     "prune",
     "sparsity_report",
     "strip",
@@ -314,6 +315,18 @@ def sparsity_report(model: keras.Model) -> list[tuple[str, float]]:
         for weight in _kernels(layer):
             rows.append((inner.name, float(np.mean(weight.numpy() == 0))))
     return rows
+
+
+def kernel_sparsity(model: keras.Model) -> float:
+    """Fraction of zeros over all conv / dense kernels, weighted by their sizes (wrappers looked through)."""
+    zeros = total = 0
+    for layer in model.layers:
+        for weight in layer.weights:
+            if weight.name.rsplit("/", 1)[-1].split(":")[0] in ("kernel", "depthwise_kernel", "pointwise_kernel"):
+                values = weight.numpy()
+                zeros += int(np.count_nonzero(values == 0))
+                total += values.size
+    return zeros / total if total else 0.0
 
 
 def zipped_size(model_or_path: keras.Model | str | os.PathLike | bytes) -> int:

@@ -9,10 +9,11 @@ A recipe names its steps in order and the accuracy floors every step's artifact 
       - export: {formats: [tflite_int8]}
     gate: {max_miou_drop: 0.02, max_rare_class_drop: 0.10, rare_classes: [big_rock]}
 
-Step kinds (one frozen, validated dataclass each; unknown kinds and keys are refused with the
-closest valid name): ``distill`` (:class:`DistillStep`), ``prune`` (:class:`PruneStep`),
-``structured`` (:class:`StructuredStep`), ``qat`` (:class:`QatStep`), ``export``
-(:class:`ExportStep`); the ``gate`` section is a :class:`~roverlite.compress.gate.GateConfig`.
+Step kinds (one frozen, validated dataclass each, in :mod:`roverlite.compress.steps`; unknown kinds
+and keys are refused with the closest valid name): ``distill`` (:class:`~.steps.distill.DistillStep`),
+``prune`` (:class:`~.steps.prune.PruneStep`), ``structured`` (:class:`~.steps.structured.StructuredStep`),
+``qat`` (:class:`~.steps.qat.QatStep`), ``export`` (:class:`~.steps.export.ExportStep`); the ``gate``
+section is a :class:`~roverlite.compress.gate.GateConfig`.
 
 Latency-aware structured pruning: instead of a ``keep_ratio``, a ``structured`` step may give
 ``latency_ratio`` (of the unpruned model's int8 p50) or ``target_latency_ms`` with a ``table``,
@@ -42,11 +43,12 @@ each error giving its reason:
 
 :func:`roverlite.compress.runner.run_recipe` runs a recipe on a teacher (see its docstring for the
 output folder). Each step class is registered with
-:func:`~roverlite.compress._registry.register_step` and does its work in ``run(model, ctx)``
-(the training bodies and the shared fine-tuning set-up are in :mod:`roverlite.compress.steps`);
-its class attributes (``produces_model``, ``ends_chain``, ``once``, ``needs_float_model``,
-``quantizes``) give the order rules and the runner's generic save/export path, and every
-training step's ``class_weighting``/``loss`` are one :class:`HardLoss`, validated once.
+:func:`~roverlite.compress._registry.register_step` and does its work in ``run(model, ctx)`` (in its
+own module of :mod:`roverlite.compress.steps`, fine-tuning with
+:class:`~roverlite.compress.finetune.FineTune`); its class attributes (``produces_model``,
+``ends_chain``, ``once``, ``needs_float_model``, ``quantizes``) give the order rules and the
+runner's generic save/export path, and every training step's ``class_weighting``/``loss`` are one
+:class:`~roverlite.compress._registry.HardLoss`, validated once.
 
 Example:
     >>> from roverlite.compress import run_recipe
@@ -63,324 +65,19 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
-from roverlite.compress._registry import STEP_TYPES, HardLoss, StepBase, StepContext, TrainingStep, register_step
+from roverlite.compress._registry import STEP_TYPES
 from roverlite.compress.gate import GateConfig
-from roverlite.config import ConfigError, ModelConfig, did_you_mean, from_plain, to_plain
+from roverlite.compress.steps import ExportStep, Step
+from roverlite.config import ConfigError, did_you_mean, from_plain, to_plain
 
-__all__ = [
-    "STEP_KINDS",
-    "STEP_TYPES",
-    "DistillStep",
-    "ExportStep",
-    "HardLoss",
-    "PruneStep",
-    "QatStep",
-    "Recipe",
-    "StepContext",
-    "StructuredStep",
-    "load_recipe",
-    "register_step",
-]
+__all__ = ["STEP_KINDS", "STEP_TYPES", "Recipe", "Step", "load_recipe"]
 
 logger = logging.getLogger(__name__)
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-
-
-# === Steps ===
-
-
-@register_step("distill")
-@dataclass(frozen=True)
-class DistillStep(TrainingStep):
-    """Train a fresh student preset to match the current model (the frozen teacher).
-
-    Attributes:
-        student: a registered model name (``roverlite.train.models.list_models``), e.g. ``unet_xs``.
-        student_overrides: ``build_unet`` arguments changed from the preset (e.g. ``base_width``).
-        epochs: passes over the train split.
-        temperature, alpha, feature_weight: as in :class:`~roverlite.compress.distill.DistillConfig`;
-            ``alpha: 0`` trains the same student on the labels alone (the from-scratch ablation).
-        class_weighted_kd: weight the soft term's pixels by the class weights of the hard loss, so
-            rare classes count as much in both terms.
-        class_weighting, loss: this step's hard loss (see "Hard loss" in the module docstring).
-        learning_rate: peak rate (default: the run's ``train.learning_rate``).
-    """
-
-    student: str = ""
-    student_overrides: Mapping[str, Any] = field(default_factory=dict)
-    epochs: int = 8
-    temperature: float = 4.0
-    alpha: float = 0.5
-    feature_weight: float = 0.0
-    class_weighted_kd: bool = False
-    class_weighting: str | None = None
-    loss: Mapping[str, float] | None = None
-    learning_rate: float | None = None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.student, str) or not self.student:
-            raise ConfigError(
-                "distill.student is required. Expected a registered model name such as 'unet_xs'. "
-                f"Received: {self.student!r}."
-            )
-        if not isinstance(self.student_overrides, Mapping):
-            raise ConfigError(f"Expected distill.student_overrides as a mapping. Received: {self.student_overrides!r}.")
-        object.__setattr__(self, "student_overrides", dict(self.student_overrides))
-        _check_count(self.epochs, "distill.epochs", 1)
-        _check_rate(self.learning_rate, "distill.learning_rate")
-        self._check_hard_loss()
-        from roverlite.compress.distill import DistillConfig
-
-        DistillConfig(temperature=self.temperature, alpha=self.alpha, feature_weight=self.feature_weight)
-
-    needs_float_model: ClassVar[bool] = True
-
-    def run(self, model: Any, ctx: StepContext) -> tuple[Any, dict[str, Any]]:
-        """Train a fresh student against ``model`` (the frozen teacher); see ``steps.run_distill``."""
-        from roverlite.compress import steps
-
-        return steps.run_distill(self, model, ctx.training, ctx.index)
-
-    def preflight(self) -> None:
-        from roverlite.train.models import model_args
-
-        model_args(self.student, **dict(self.student_overrides))
-
-    def model_config(self, current: ModelConfig, details: Mapping[str, Any]) -> ModelConfig:
-        return ModelConfig(name=self.student, overrides=dict(self.student_overrides))
-
-
-@register_step("prune")
-@dataclass(frozen=True)
-class PruneStep(TrainingStep):
-    """Magnitude pruning during fine-tuning (:mod:`roverlite.compress.prune`), then strip.
-
-    Attributes:
-        target_sparsity, schedule, end_fraction, skip_layers: as in :class:`~roverlite.compress.prune.PruneConfig`.
-        epochs: fine-tuning epochs (the schedule is placed within them).
-        frequency: optimiser steps between mask updates (default: about 8 updates over the
-            fine-tuning, at most 100 steps apart; see ``steps.auto_frequency``).
-        learning_rate: peak rate (default: a tenth of ``train.learning_rate``).
-        class_weighting, loss: this step's hard loss (see "Hard loss" in the module docstring).
-    """
-
-    target_sparsity: float = 0.5
-    epochs: int = 2
-    schedule: str = "polynomial"
-    frequency: int | None = None
-    end_fraction: float | None = None
-    skip_layers: tuple[str, ...] = ("logits",)
-    learning_rate: float | None = None
-    class_weighting: str | None = None
-    loss: Mapping[str, float] | None = None
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "skip_layers", tuple(self.skip_layers))
-        _check_count(self.epochs, "prune.epochs", 1)
-        _check_rate(self.learning_rate, "prune.learning_rate")
-        self._check_hard_loss()
-        from roverlite.compress.prune import PruneConfig
-
-        PruneConfig(
-            target_sparsity=self.target_sparsity, schedule=self.schedule, frequency=self.frequency or 1,
-            end_fraction=self.end_fraction, skip_layers=self.skip_layers,
-        )
-
-    needs_float_model: ClassVar[bool] = True
-
-    def run(self, model: Any, ctx: StepContext) -> tuple[Any, dict[str, Any]]:
-        """Magnitude-prune while fine-tuning, then strip; see ``steps.run_prune``."""
-        from roverlite.compress import steps
-
-        return steps.run_prune(self, model, ctx.training, ctx.index)
-
-
-@register_step("structured")
-@dataclass(frozen=True)
-class StructuredStep(TrainingStep):
-    """Filter pruning into a thinner dense U-Net (:mod:`roverlite.compress.structured`), then fine-tune.
-
-    Attributes:
-        keep_ratio: fraction of filters kept, in ``(0, 1]``: one number, or one per U-Net level
-            (bottleneck last). Default 0.5 when neither latency target is given.
-        latency_ratio, target_latency_ms: instead of ``keep_ratio`` (exactly one of the three):
-            choose the per-level widths by a latency search
-            (:mod:`roverlite.compress.channel_search`) until the predicted int8 p50 is at most
-            this fraction of the unpruned model's, or this many ms.
-        table: the latency table the search reads: a JSON file from ``roverlite latency-table``
-            (measured on the target, with the step's ``decoder`` and ``resolution``), or ``this``
-            to measure here (cached in the run folder as ``latency_table.json``).
-        threads: which of the table's thread counts to search for (default: its first).
-        criterion: ``l1`` or ``bn``.
-        granularity: round kept filters per group to a multiple of this (1 = none; 8 or 16 for
-            int8 SIMD kernels; see ``structured_prune``). A latency search moves in steps of it
-            (with 1: in the table's steps; ``table: this`` then measures multiples of 8).
-        resolution: ``1.0``, or ``0.5`` to run the thinned model at half its input resolution
-            (a 2x2 average-pool stem and nearest-upsampled logits, every weight kept; see
-            ``roverlite.compress.resolution``) before the fine-tune: on CPUs the time of a small
-            int8 U-Net is spent at full resolution.
-        decoder: ``null`` (keep the model's), or ``nearest`` to replace every transposed-conv
-            up-sampling by a 1x1 conv and nearest up-sampling (``roverlite.compress.decoder``),
-            before the fine-tune: int8 ``TRANSPOSE_CONV`` is slow on XNNPACK.
-        epochs: fine-tuning epochs (0 = none).
-        learning_rate: peak rate (default: half of ``train.learning_rate``: the thinner model
-            re-learns more than a pruned or QAT one, see ``steps.DEFAULT_LR_FRACTION``).
-        alpha: weight of a distillation term while fine-tuning, in ``[0, 1]``: the thin model
-            learns from the unpruned one (the step's input, frozen) as a distilled student does,
-            with ``1 - alpha`` on the labels. 0 (default): labels only.
-        temperature: softmax temperature of that term (as in ``distill``).
-        class_weighted_kd: weight that term's pixels by the hard loss's class weights (as in
-            ``distill``); needs ``alpha > 0``.
-        class_weighting, loss: this step's hard loss (see "Hard loss" in the module docstring).
-    """
-
-    keep_ratio: Any = None
-    latency_ratio: float | None = None
-    target_latency_ms: float | None = None
-    table: str | None = None
-    threads: int | None = None
-    criterion: str = "l1"
-    granularity: int = 1
-    resolution: float = 1.0
-    decoder: str | None = None
-    epochs: int = 2
-    learning_rate: float | None = None
-    alpha: float = 0.0
-    temperature: float = 1.0
-    class_weighted_kd: bool = False
-    class_weighting: str | None = None
-    loss: Mapping[str, float] | None = None
-
-    def __post_init__(self) -> None:
-        from roverlite.compress.structured import CRITERIA
-
-        _check_latency_target(self)
-        if self.keep_ratio is not None or self.table is None:
-            object.__setattr__(self, "keep_ratio", _keep_ratio(0.5 if self.keep_ratio is None else self.keep_ratio))
-        if self.criterion not in CRITERIA:
-            raise ConfigError(
-                f"Expected structured.criterion in {CRITERIA}. Received: {self.criterion!r}."
-                + did_you_mean(self.criterion, CRITERIA)
-            )
-        _check_count(self.epochs, "structured.epochs", 0)
-        _check_count(self.granularity, "structured.granularity", 1)
-        if isinstance(self.resolution, bool) or self.resolution not in (1.0, 0.5):
-            raise ConfigError(f"Expected structured.resolution 1.0 or 0.5. Received: {self.resolution!r}.")
-        if self.decoder not in (None, "nearest"):
-            raise ConfigError(f"Expected structured.decoder null or 'nearest'. Received: {self.decoder!r}."
-                              + did_you_mean(str(self.decoder), ("nearest",)))
-        _check_rate(self.learning_rate, "structured.learning_rate")
-        self._check_hard_loss()
-        from roverlite.compress.distill import DistillConfig
-
-        DistillConfig(temperature=self.temperature, alpha=self.alpha)
-        if self.alpha > 0 and not self.epochs:
-            raise ConfigError(
-                "structured.alpha > 0 distills while fine-tuning. Expected structured.epochs >= 1 with it. "
-                f"Received: alpha={self.alpha}, epochs={self.epochs}."
-            )
-        if self.class_weighted_kd and not self.alpha > 0:
-            raise ConfigError(
-                "structured.class_weighted_kd weights the distillation term. Expected structured.alpha > 0 with it. "
-                f"Received: alpha={self.alpha}."
-            )
-
-    needs_float_model: ClassVar[bool] = True
-
-    def run(self, model: Any, ctx: StepContext) -> tuple[Any, dict[str, Any]]:
-        """Remove filters per level, then fine-tune; see ``steps.run_structured``."""
-        from roverlite.compress import steps
-
-        return steps.run_structured(self, model, ctx.training, ctx.index)
-
-    def model_config(self, current: ModelConfig, details: Mapping[str, Any]) -> ModelConfig:
-        return ModelConfig(name=current.name, overrides={**current.overrides, **details["unet_overrides"]})
-
-
-@register_step("qat")
-@dataclass(frozen=True)
-class QatStep(TrainingStep):
-    """Quantization-aware training (:mod:`roverlite.compress.qat`); the model stays QAT-wrapped.
-
-    Attributes:
-        epochs: fine-tuning epochs.
-        preserve_sparsity: keep a pruned model's zeros (PQAT).
-        learning_rate: peak rate (default: a tenth of ``train.learning_rate``).
-        class_weighting, loss: this step's hard loss (see "Hard loss" in the module docstring).
-    """
-
-    epochs: int = 2
-    preserve_sparsity: bool = False
-    learning_rate: float | None = None
-    class_weighting: str | None = None
-    loss: Mapping[str, float] | None = None
-
-    def __post_init__(self) -> None:
-        _check_count(self.epochs, "qat.epochs", 1)
-        _check_rate(self.learning_rate, "qat.learning_rate")
-        self._check_hard_loss()
-
-    once: ClassVar[bool] = True
-    quantizes: ClassVar[bool] = True
-
-    def run(self, model: Any, ctx: StepContext) -> tuple[Any, dict[str, Any]]:
-        """Wrap for QAT and fine-tune; see ``steps.run_qat``."""
-        from roverlite.compress import steps
-
-        return steps.run_qat(self, model, ctx.training, ctx.index)
-
-    def source_details(self) -> dict[str, Any]:
-        return {"preserve_sparsity": self.preserve_sparsity}
-
-
-@register_step("export")
-@dataclass(frozen=True)
-class ExportStep(StepBase):
-    """Export the current model to each format (``roverlite.export``); the gate judges every artifact.
-
-    Attributes:
-        formats: names from ``roverlite.export.list_formats()``.
-        int8_io: int8 TFLite with int8 input/output (``false``: float I/O).
-        representative_count: train images used to calibrate int8 formats.
-        check_images: validation images of the export's own self-check: all of them up to this
-            many, else a seeded subset (``roverlite.export.verify.choose_check_images``).
-    """
-
-    formats: tuple[str, ...] = ("tflite_int8",)
-    int8_io: bool = True
-    representative_count: int = 100
-    check_images: int = 512
-
-    def __post_init__(self) -> None:
-        from roverlite.export.formats import get_format
-
-        object.__setattr__(self, "formats", (self.formats,) if isinstance(self.formats, str) else tuple(self.formats))
-        if not self.formats:
-            raise ConfigError("export.formats is empty. Expected at least one format, e.g. [tflite_int8].")
-        for name in self.formats:
-            get_format(name)
-        duplicates = sorted({f for f in self.formats if self.formats.count(f) > 1})
-        if duplicates:
-            raise ConfigError(f"Expected each export format once. Received: {duplicates} more than once.")
-        _check_count(self.representative_count, "export.representative_count", 1)
-        _check_count(self.check_images, "export.check_images", 1)
-
-    produces_model: ClassVar[bool] = False
-    ends_chain: ClassVar[bool] = True
-
-    def run(self, model: Any, ctx: StepContext) -> tuple[Any, dict[str, Any]]:
-        """Nothing to do to the model: the runner exports it in :meth:`export_settings`' formats."""
-        return model, {}
-
-    def export_settings(self, quantized: bool) -> ExportStep:
-        return self
-
-
-Step = DistillStep | PruneStep | StructuredStep | QatStep | ExportStep
-STEP_KINDS = tuple(STEP_TYPES)
+STEP_KINDS = tuple(STEP_TYPES)  # every kind, registered by importing roverlite.compress.steps
 
 
 # === Recipe ===
@@ -557,59 +254,3 @@ def _check_qat_formats(step: ExportStep, index: int) -> None:
             f"Export at steps[{index}] follows qat with formats {bad}. Expected int8 TFLite only (tflite_int8) after "
             "qat: fake-quant ops do not convert to ONNX or float TFLite. Export those from a recipe without qat."
         )
-
-
-def _check_count(value: Any, where: str, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"Expected {where} to be an integer >= {minimum}. Received: {value!r}.")
-
-
-def _check_rate(value: Any, where: str) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
-        raise ConfigError(f"Expected {where} > 0 or null (the step's default). Received: {value!r}.")
-
-
-def _check_latency_target(step: Any) -> None:
-    """Exactly one of keep_ratio / latency_ratio / target_latency_ms; a table with a latency target only."""
-    given = [k for k in ("keep_ratio", "latency_ratio", "target_latency_ms") if getattr(step, k) is not None]
-    if len(given) > 1:
-        raise ConfigError(
-            "Expected exactly one of structured.keep_ratio, structured.latency_ratio and structured.target_latency_ms. "
-            f"Received: {', '.join(given)}."
-        )
-    ratio, target = step.latency_ratio, step.target_latency_ms
-    if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1):
-        raise ConfigError(f"Expected structured.latency_ratio in (0, 1] (of the unpruned model's int8 p50). "
-                          f"Received: {ratio!r}.")
-    if target is not None and (isinstance(target, bool) or not isinstance(target, (int, float))
-                               or not 0 < target < float("inf")):
-        raise ConfigError(f"Expected structured.target_latency_ms > 0 and finite. Received: {target!r}.")
-    searching = ratio is not None or target is not None
-    if searching and (not isinstance(step.table, str) or not step.table):
-        raise ConfigError(
-            "A latency target needs latencies. Expected structured.table: a JSON file from `roverlite latency-table`, "
-            f"or 'this' to measure on this machine. Received: table={step.table!r}."
-        )
-    if not searching and (step.table is not None or step.threads is not None):
-        raise ConfigError(
-            "structured.table and structured.threads serve a latency search. Expected structured.latency_ratio or "
-            f"structured.target_latency_ms with them. Received: table={step.table!r}, threads={step.threads!r}."
-        )
-    if step.threads is not None:
-        _check_count(step.threads, "structured.threads", 1)
-    if ratio is not None:
-        object.__setattr__(step, "latency_ratio", float(ratio))
-    if target is not None:
-        object.__setattr__(step, "target_latency_ms", float(target))
-
-
-def _keep_ratio(value: Any) -> float | tuple[float, ...]:
-    values = list(value) if isinstance(value, (list, tuple)) else [value]
-    if not values or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1 for v in values):
-        raise ConfigError(
-            "Expected structured.keep_ratio in (0, 1], as one number or one per U-Net level (bottleneck last). "
-            f"Received: {value!r}."
-        )
-    floats = tuple(float(v) for v in values)
-    return floats if isinstance(value, (list, tuple)) else floats[0]
-

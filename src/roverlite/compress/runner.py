@@ -2,7 +2,7 @@
 
 :func:`run_recipe` checks the whole recipe against the run config before any work (order rules,
 formats, rare classes, student names, a fresh output folder), then for each step: runs it
-(:mod:`roverlite.compress.steps`), saves the model, exports an artifact (float TFLite, or int8
+(its ``run``, :mod:`roverlite.compress.steps`), saves the model, exports an artifact (float TFLite, or int8
 TFLite once the model is QAT-wrapped; an ``export`` step exports its own formats), and runs the
 accuracy gate on that artifact through ``roverlite.deploy`` against the teacher's float TFLite on
 the same validation images. Output folder::
@@ -38,9 +38,11 @@ from typing import Any
 
 from roverlite.compress.gate import GateError, GateReport, gate_artifact, raise_if_failed, write_gate
 from roverlite.compress._registry import StepContext
-from roverlite.compress.recipe import ExportStep, Recipe, Step, load_recipe
+from roverlite.compress.recipe import Recipe, load_recipe
+from roverlite.compress.steps import ExportStep, Step
 from roverlite.config import Config, ConfigError, ModelConfig, load_config
-from roverlite.io import atomic_write_json, ensure_writable_dir, sha256_file
+from roverlite.core.documents import EVAL, RECIPE_RESULT
+from roverlite.io import ensure_writable_dir, sha256_file, write_document
 
 __all__ = ["RecipeResult", "StepResult", "run_recipe"]
 
@@ -186,9 +188,9 @@ def run_recipe(
     out_dir = Path(out_dir)
     model_file, cfg = _resolve_source(model_or_run_dir, cfg)
     _preflight(recipe, cfg, out_dir)
-    from roverlite._tf import keras
+    from roverlite.train.setup import seed_everything
 
-    keras.utils.set_random_seed(cfg.train.seed)
+    seed_everything(cfg.train.seed)
     model = _load_model(model_or_run_dir, model_file, cfg)
     run = _Run(recipe, cfg, out_dir, progress)
     count = len(recipe.steps)
@@ -248,9 +250,9 @@ class _Run:
     @property
     def fine_tune(self) -> Any:
         if self._fine_tune is None:
-            from roverlite.compress.steps import FineTune
+            from roverlite.compress.finetune import FineTune
 
-            self._fine_tune = FineTune(self.cfg, self.train.images, self.train.masks, self.progress, out_dir=self.out)
+            self._fine_tune = FineTune(self.cfg, self.train.images, self.train.masks, self.progress)
         return self._fine_tune
 
     def start(self, model: Any, model_file: Path | None) -> _State:
@@ -271,7 +273,7 @@ class _Run:
         if not exported.passed:
             logger.warning("teacher float TFLite failed its self-check: %s", exported.check.get("failures"))
         evaluation = evaluate_artifact(exported.path, self.val.images, self.val.masks)
-        atomic_write_json(folder / "eval.json", evaluation)
+        write_document(folder / "eval.json", EVAL, evaluation)
         self.teacher = {
             "artifact": str(exported.path), "format": exported.format, "size_bytes": exported.size_bytes,
             "miou": evaluation["miou"], "per_class_iou": evaluation["per_class_iou"], "images": evaluation["images"],
@@ -310,8 +312,8 @@ class _Run:
         return state
 
     def write(self, status: str, message: str = "") -> Path:
-        return atomic_write_json(
-            self.out / RESULT_FILE,
+        return write_document(
+            self.out / RESULT_FILE, RECIPE_RESULT,
             {
                 "recipe": self.recipe.name, "status": status, "message": message, "out_dir": str(self.out),
                 "teacher": self.teacher, "steps": [r.to_dict() for r in self.results],

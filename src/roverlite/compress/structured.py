@@ -61,7 +61,10 @@ _PASS_THROUGH = (
 _MERGES = ("Add", "Multiply", "Subtract", "Maximum", "Minimum", "Average")
 # roverlite's CoordConv layer: its input's channels, then two fixed coordinate channels.
 _COORDS = "CoordinateChannels"
-_SUPPORTED = ("InputLayer", "Concatenate", _COORDS, *_CONVS, *_PASS_THROUGH, *_MERGES)
+# roverlite's pixel-shuffle pair: they move channels to space and back, so the channels on either
+# side are kept whole (the up-sampling conv before a DepthToSpace is not pruned).
+_SHUFFLES = {"SpaceToDepth": 4, "DepthToSpace": 0.25}
+_SUPPORTED = ("InputLayer", "Concatenate", _COORDS, *_SHUFFLES, *_CONVS, *_PASS_THROUGH, *_MERGES)
 
 _LEVEL_NAME = re.compile(r"^(?:enc|dec)(\d+)_")
 _DEEPEST_NAME = re.compile(r"^(?:bottleneck|aspp)(?:_|$)")
@@ -235,6 +238,11 @@ class _Graph:
             self.segments[name] = [s for segs in ins for s in segs]
         elif cls in _MERGES:
             self.segments[name] = self._merge(ins)
+        elif cls in _SHUFFLES:
+            self.fixed.update(g for g, _ in ins[0])
+            group = self._new_group(int(sum(n for _, n in ins[0]) * _SHUFFLES[cls]))
+            self.fixed.add(group)
+            self.segments[name] = [(group, self.group_size[group])]
         elif cls == _COORDS:
             group = self._new_group(2)
             self.fixed.add(group)
@@ -367,10 +375,14 @@ def _choose_filters(graph: _Graph, root: int, ratios: Sequence[float], criterion
 def level_widths(model: keras.Model) -> tuple[int, ...]:
     """Filters per U-Net level (``depth + 1`` values, bottleneck last), as ``StructuredReport.widths_before``."""
     graph = _Graph(model)
-    return tuple(
-        max(graph.group_size[g] for conv, g in graph.conv_group.items() if graph.level_of(conv) == level)
-        for level in range(graph.depth + 1)
-    )
+    return tuple(_level_width(graph, level) for level in range(graph.depth + 1))
+
+
+def _level_width(graph: _Graph, level: int) -> int:
+    """The widest prunable group of ``level`` (a shuffle decoder's fixed 4x up-sampling conv is not a width)."""
+    groups = [g for conv, g in graph.conv_group.items() if graph.level_of(conv) == level]
+    free = [g for g in groups if not graph.root_fixed(graph.find(g))]
+    return max(graph.group_size[g] for g in free or groups)
 
 
 def level_scores(model: keras.Model, criterion: str = "l1") -> tuple[tuple[np.ndarray, ...], ...]:
@@ -472,9 +484,10 @@ def _report(model, thin, graph, kept, ratios, criterion) -> StructuredReport:
     }
     widths_before, widths_after = [], []
     for level in range(graph.depth + 1):
-        at_level = [f for conv, f in filters.items() if graph.level_of(conv) == level]
-        widths_before.append(max(b for b, _ in at_level))
-        widths_after.append(max(a for _, a in at_level))
+        at_level = [conv for conv in filters if graph.level_of(conv) == level]
+        free = [conv for conv in at_level if not graph.root_fixed(graph.find(graph.conv_group[conv]))]
+        widths_before.append(max(filters[conv][0] for conv in free or at_level))
+        widths_after.append(max(filters[conv][1] for conv in free or at_level))
     return StructuredReport(
         criterion=criterion,
         keep_ratios=tuple(ratios),

@@ -30,6 +30,7 @@ import numpy as np
 
 from roverlite._tf import tf
 from roverlite.config import AffineConfig, AugmentConfig, PhotometricConfig, did_you_mean
+from roverlite.core.preprocessing import normalize
 
 logger = logging.getLogger(__name__)
 
@@ -406,7 +407,7 @@ def build_instance_bank(
     sizes = np.array([len(c) for c in crops], np.int64)
     pixels = np.concatenate(crops) if crops else np.zeros((0, channels), np.uint8)
     return InstanceBank(
-        pixels=((pixels.astype(np.float32) / 255.0 - mean_arr) / std_arr).astype(np.float32),
+        pixels=normalize(pixels, mean_arr, std_arr),  # as the pipeline normalises the images they are pasted into
         inside=np.concatenate([f[6].reshape(-1) for f in found]) if found else np.zeros(0, bool),
         offsets=np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64) if found else np.zeros(0, np.int64),
         shapes=np.array([(f[2] - f[1], f[4] - f[3]) for f in found], np.int32).reshape(-1, 2),

@@ -1,6 +1,6 @@
 """The ``tf.data`` input pipeline: in-memory uint8 arrays to normalised, batched tensors.
 
-Order of stages: normalise (once, with :func:`roverlite.data.loader.normalize`, when ``cache``;
+Order of stages: normalise (once, with :meth:`roverlite.core.preprocessing.Preprocessing.normalize`, when ``cache``;
 per sample otherwise), then for training only repeat rare-class images (oversampling), shuffle with a seed (a new order every
 epoch, the same sequence of orders every run), augment with per-element stateless seeds, and
 finally batch (the last batch may be short) and prefetch. Validation data is only normalised,
@@ -26,7 +26,6 @@ import numpy as np
 from roverlite._tf import tf
 from roverlite.config import AugmentConfig, DataConfig
 from roverlite.data.augment import build_augmenter, class_ids, oversample_indices
-from roverlite.data.loader import normalize
 
 logger = logging.getLogger(__name__)
 
@@ -134,14 +133,15 @@ def _sample_tensors(images: np.ndarray, masks: np.ndarray, data_cfg: DataConfig,
     each rebuild normalised and copied the whole split again (~0.35 GB and seconds per epoch on
     AI4Mars at 128x128). The arrays must not be modified in place between calls.
     """
-    key = (id(images), id(masks), cache, tuple(data_cfg.mean), tuple(data_cfg.std))
+    rules = data_cfg.preprocessing
+    key = (id(images), id(masks), cache, rules.pixel_scale, rules.mean, rules.std)
     for stale in [k for k, (ri, rm, _, _) in _TENSORS.items() if ri() is None or rm() is None]:
         del _TENSORS[stale]
     found = _TENSORS.get(key)
     if found is not None and found[0]() is images and found[1]() is masks:
         return found[2], found[3]
     # Masks stay in their compact dtype and widen to int32 per sample.
-    images_t = tf.constant(normalize(images, data_cfg.mean, data_cfg.std) if cache else images)
+    images_t = tf.constant(rules.normalize(images) if cache else images)
     masks_t = tf.constant(masks)
     if len(_TENSORS) >= _MAX_TENSOR_SETS:
         del _TENSORS[next(iter(_TENSORS))]
@@ -160,12 +160,14 @@ def _reader(
             return tf.gather(images_t, i), tf.cast(tf.gather(masks_t, i), tf.int32)
 
         return read
-    mean = tf.constant(np.asarray(data_cfg.mean, np.float32))
-    std = tf.constant(np.asarray(data_cfg.std, np.float32))
+    rules = data_cfg.preprocessing
+    scale = tf.constant(np.float32(rules.pixel_scale))
+    mean = tf.constant(np.asarray(rules.mean, np.float32))
+    std = tf.constant(np.asarray(rules.std, np.float32))
 
     def read_and_normalize(i: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        # Must match roverlite.data.loader.normalize; a test compares the two paths.
-        image = (tf.cast(tf.gather(images_t, i), tf.float32) / 255.0 - mean) / std
+        # Preprocessing.normalize's float32 operations, in its order; a test compares the two paths.
+        image = (tf.cast(tf.gather(images_t, i), tf.float32) * scale - mean) / std
         return image, tf.cast(tf.gather(masks_t, i), tf.int32)
 
     return read_and_normalize

@@ -51,7 +51,9 @@ DEVICE_REQUIREMENTS = ("numpy", "pillow", "ai-edge-litert", "onnxruntime")
 _ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
 # Paths inside the roverlite package copied into a bundle besides roverlite/deploy/: what deploy
 # imports, i.e. roverlite.io and the numpy-only bottom layer (.importlinter keeps it that way).
-_VENDORED_MODULES = ("io.py", "core/__init__.py", "core/metrics.py", "core/preprocessing.py")
+_VENDORED_MODULES = (
+    "io.py", "core/__init__.py", "core/errors.py", "core/metrics.py", "core/preprocessing.py",
+)
 _PACKAGE_STUB = '"""roverlite (device subset copied into a bundle by roverlite.deploy.make_bundle)."""\n'
 # Limits of unpack_bundle: a bundle holds ~30 members and at most a few hundred MB (artifact and
 # test pack); a hostile 2 MB archive could otherwise write gigabytes or millions of files.

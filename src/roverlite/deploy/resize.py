@@ -9,6 +9,9 @@ a 12 MP camera frame to the model's size needs little more memory than the frame
 Pillow is part of ``roverlite[device]`` (it has aarch64 wheels and ships with Raspberry Pi OS)
 and is imported when a function here first runs, so ``import roverlite.deploy`` stays cheap.
 
+:func:`to_model_pixels` is the whole image path, written once for the loader and the device:
+channels converted and the image resized as a :class:`~roverlite.core.preprocessing.Preprocessing` says.
+
 Example:
     >>> small = resize_bilinear(frame, (128, 128))          # doctest: +SKIP
     >>> mask = resize_nearest(small_mask, frame.shape[:2])   # doctest: +SKIP
@@ -20,7 +23,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["gray_to_rgb", "resize_bilinear", "resize_nearest", "rgb_to_gray"]
+from roverlite.core.preprocessing import Preprocessing
+
+__all__ = ["gray_to_rgb", "resize_bilinear", "resize_nearest", "rgb_to_gray", "to_model_pixels"]
 
 
 def resize_bilinear(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -62,6 +67,23 @@ def gray_to_rgb(image: np.ndarray) -> np.ndarray:
     return np.repeat(image, 3, axis=-1)
 
 
+def to_model_pixels(pixels: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
+    """An ``(H, W, C)`` image at the model's size and channels, not yet normalised.
+
+    The channels must already be accepted (``preprocessing.channel_problem(pixels)`` is ``None``).
+    Three channels become one by luma before resizing, as training converts them; one channel is
+    replicated to three after resizing (bilinear works channel by channel: the same pixels, a third
+    of the work).
+    """
+    if pixels.shape[-1] == 3 and preprocessing.channels == 1:
+        pixels = rgb_to_gray(pixels)
+    if pixels.shape[:2] != preprocessing.image_size:
+        pixels = _RESIZERS[preprocessing.resize](pixels, preprocessing.image_size)
+    if pixels.shape[-1] == 1 and preprocessing.channels == 3:
+        pixels = gray_to_rgb(pixels)
+    return pixels
+
+
 def _resize(image: np.ndarray, size: tuple[int, int], method: str) -> np.ndarray:
     height, width = _check_size(size)
     if image.ndim not in (2, 3):
@@ -83,6 +105,10 @@ def _resize(image: np.ndarray, size: tuple[int, int], method: str) -> np.ndarray
         plane = np.ascontiguousarray(planes[..., c], dtype=np.float32)
         out[..., c] = np.asarray(_pil().fromarray(plane).resize((width, height), resample))
     return out[..., 0] if image.ndim == 2 else out
+
+
+# One resizer for each of core.preprocessing.RESIZE_METHODS.
+_RESIZERS = {"bilinear": resize_bilinear}
 
 
 def _check_size(size: tuple[int, int]) -> tuple[int, int]:

@@ -41,13 +41,9 @@ from pathlib import Path
 
 import numpy as np
 
+from roverlite.core.preprocessing import Preprocessing
 from roverlite.deploy.ood import OodMonitor, OodResult
-from roverlite.deploy.resize import (
-    gray_to_rgb,
-    resize_bilinear,
-    resize_nearest,
-    rgb_to_gray,
-)
+from roverlite.deploy.resize import gray_to_rgb, resize_nearest, to_model_pixels
 from roverlite.deploy.runtime import Runner, load_runner
 from roverlite.deploy.sidecar import Sidecar, load_verified
 
@@ -92,8 +88,7 @@ class Segmenter:
         self.runner: Runner = load_runner(self.path, threads=threads, providers=providers, content=content)
         self._check_runner_matches_sidecar()
         s = self.sidecar
-        self._mean = np.asarray(s.mean, dtype=np.float32)
-        self._std = np.asarray(s.std, dtype=np.float32)
+        self.preprocessing: Preprocessing = s.preprocessing
         self._palette = np.asarray(s.class_colors, dtype=np.uint8)
         self.ood_monitor: OodMonitor | None = OodMonitor.from_dict(s.ood) if ood and s.ood is not None else None
         self.last_ood: OodResult | None = None
@@ -131,22 +126,14 @@ class Segmenter:
     # === Prediction ===
 
     def preprocess(self, image: np.ndarray) -> np.ndarray:
-        """The normalised float32 ``(1, H, W, C)`` model input for one image."""
+        """The normalised float32 ``(1, H, W, C)`` model input for one image.
+
+        The training loader's path (:func:`~roverlite.deploy.resize.to_model_pixels`, then
+        :meth:`Preprocessing.normalize`): bit-identical input for the same image.
+        """
         pixels = _as_pixels(image)
-        replicate = self._check_channels(pixels)
-        if pixels.shape[-1] == 3 and self.channels == 1:
-            pixels = rgb_to_gray(pixels)  # before resizing, as the training loader does
-        if pixels.shape[:2] != self.input_size:
-            pixels = resize_bilinear(pixels, self.input_size)
-        if replicate:
-            # After resizing: bilinear works channel by channel, so the pixels are the same, a third of the work.
-            pixels = gray_to_rgb(pixels)
-        # Same operations, in the same order, as roverlite.data.loader.normalize: bit-identical input.
-        x = pixels.astype(np.float32)
-        x *= np.float32(self.sidecar.pixel_scale)
-        x -= self._mean
-        x /= self._std
-        return x[None]
+        self._check_channels(pixels)
+        return self.preprocessing.normalize(to_model_pixels(pixels, self.preprocessing))[None]
 
     def predict_logits(self, image: np.ndarray) -> np.ndarray:
         """Float32 logits ``(H_model, W_model, K)`` for one image (dequantized for int8 models); sets ``last_ood``."""
@@ -190,26 +177,11 @@ class Segmenter:
 
     # === Checks ===
 
-    def _check_channels(self, pixels: np.ndarray) -> bool:
-        """Refuse channels the sidecar does not allow; True when a gray image is to be replicated to RGB."""
-        have, want, s = pixels.shape[-1], self.channels, self.sidecar
-        if have == want:
-            return False
-        if want == 1 and have == 3:
-            spread = _channel_spread(pixels)
-            if s.gray_tolerance >= 0 and spread <= s.gray_tolerance:
-                return False
-            raise ValueError(
-                f"Wrong channels for grayscale model {self.path.name!r}. Expected 1 channel, or 3 channels equal "
-                f"within {max(s.gray_tolerance, 0)} levels. Received: a colour image (channels differ by up to {spread:g})."
-            )
-        if want == 3 and have == 1 and s.allow_gray_to_rgb:
-            return True
-        raise ValueError(
-            f"Wrong channels for {s.color_mode} model {self.path.name!r}. Expected {want} channel(s)"
-            + (" (its sidecar does not allow gray images)" if want == 3 and have == 1 else "")
-            + f". Received: {have} channel(s)."
-        )
+    def _check_channels(self, pixels: np.ndarray) -> None:
+        """Refuse channels the sidecar does not allow (the training loader's rule)."""
+        problem = self.preprocessing.channel_problem(pixels)
+        if problem:
+            raise ValueError(f"Wrong channels for {self.sidecar.color_mode} model {self.path.name!r}. {problem}.")
 
     def _check_runner_matches_sidecar(self) -> None:
         s, r = self.sidecar, self.runner
@@ -276,19 +248,3 @@ def _as_pixels(image: np.ndarray) -> np.ndarray:
     if low < 0 or high > 255:
         raise ValueError(f"Expected pixel values in 0..255. Received: values in [{low:g}, {high:g}].")
     return image.astype(np.uint8) if image.dtype.kind in "iu" else image.astype(np.float32, copy=False)
-
-
-def _channel_spread(image: np.ndarray) -> float:
-    """Largest difference between channels at any pixel (the training loader's gray test).
-
-    In the image's own dtype (``high - low`` cannot wrap, since high >= low), a few planes at a time.
-    """
-    planes = [image[..., c] for c in range(image.shape[-1])]
-    if len(planes) < 2:
-        return 0.0
-    high, low = np.maximum(planes[0], planes[1]), np.minimum(planes[0], planes[1])
-    for plane in planes[2:]:
-        np.maximum(high, plane, out=high)
-        np.minimum(low, plane, out=low)
-    np.subtract(high, low, out=high)
-    return float(high.max())

@@ -14,8 +14,11 @@ and the export's self-check.
 raises ``ValueError`` naming the field; it never fails any other way (it is fuzzed). Unknown keys
 are ignored so that a newer minor writer stays readable; ``schema_version`` guards real changes.
 
-TensorFlow-free: this module runs on the robot. It imports NumPy only to validate an ``ood`` field
-(:mod:`roverlite.deploy.ood`), when a sidecar has one.
+The input rules (size, colour mode, normalisation, gray tolerance, resize method) are a
+:class:`~roverlite.core.preprocessing.Preprocessing`: ``Sidecar.preprocessing`` builds it and
+``to_dict`` writes its ``to_dict()`` into the ``input`` and ``normalization`` blocks.
+
+TensorFlow-free: this module runs on the robot (NumPy comes with the core's preprocessing).
 """
 
 from __future__ import annotations
@@ -31,7 +34,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from roverlite.core.preprocessing import GRAY_TOLERANCE
+from roverlite.core.preprocessing import (
+    COLOR_MODES,
+    GRAY_TOLERANCE,
+    NORMALIZATION_KEYS,
+    PIXEL_SCALE,
+    RESIZE_METHODS,
+    Preprocessing,
+)
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -55,7 +65,6 @@ LAYOUT = "NHWC"
 RUNTIMES = ("litert", "onnxruntime")
 # Which runtime reads which file; a sidecar claiming another is a mix-up, not a model.
 SUFFIX_RUNTIME = {".tflite": "litert", ".onnx": "onnxruntime"}
-COLOR_MODES = {"grayscale": 1, "rgb": 3}
 # (min, max) of the stored integer for each quantized dtype.
 QUANT_RANGES = {"int8": (-128, 127), "uint8": (0, 255)}
 DTYPES = ("float32", "float16", *QUANT_RANGES)
@@ -125,6 +134,10 @@ class Sidecar:
             by at most this many levels at every pixel (the training loader's rule); ``-1`` refuses.
         allow_gray_to_rgb: whether an RGB model accepts a 1-channel image (replicated to 3).
         mean, std, pixel_scale: ``x = (pixel * pixel_scale - mean) / std`` per channel.
+        resize: how images are resized to the input size (``input.resize``; sidecars written
+            before the field existed read as ``bilinear``, what their exporter used).
+        preprocessing: all of the above with the input size, as one
+            :class:`~roverlite.core.preprocessing.Preprocessing` (a property).
         source_path, source_sha256: the Keras model the artifact came from, when known.
         recipe, versions, cost, self_check: free-form provenance and the export's own check.
     """
@@ -144,9 +157,10 @@ class Sidecar:
     color_mode: str
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    pixel_scale: float = 1.0 / 255.0
+    pixel_scale: float = PIXEL_SCALE
     gray_tolerance: int = GRAY_TOLERANCE
     allow_gray_to_rgb: bool = False
+    resize: str = RESIZE_METHODS[0]
     source_path: str | None = None
     source_sha256: str | None = None
     recipe: Mapping[str, Any] = field(default_factory=dict)
@@ -174,8 +188,20 @@ class Sidecar:
     def channels(self) -> int:
         return int(self.input.shape[3])
 
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """The input rules the device applies to every frame, as training applied them."""
+        return Preprocessing(
+            image_size=self.image_size, color_mode=self.color_mode, mean=self.mean, std=self.std,
+            pixel_scale=self.pixel_scale, gray_tolerance=self.gray_tolerance,
+            allow_gray_to_rgb=self.allow_gray_to_rgb, resize=self.resize,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, the exact layout :func:`parse_sidecar` reads."""
+        rules = self.preprocessing.to_dict()
+        del rules["image_size"]  # the input shape carries it
+        normalization = {key: rules.pop(key) for key in NORMALIZATION_KEYS}
         return {
             "schema_version": self.schema_version,
             "task": self.task,
@@ -187,14 +213,9 @@ class Sidecar:
             "class_colors": [list(c) for c in self.class_colors],
             "ignore_index": self.ignore_index,
             "eval_class_ids": list(self.eval_class_ids),
-            "input": {
-                **self.input.to_dict(),
-                "color_mode": self.color_mode,
-                "gray_tolerance": self.gray_tolerance,
-                "allow_gray_to_rgb": self.allow_gray_to_rgb,
-            },
+            "input": {**self.input.to_dict(), **rules},
             "output": self.output.to_dict(),
-            "normalization": {"pixel_scale": self.pixel_scale, "mean": list(self.mean), "std": list(self.std)},
+            "normalization": normalization,
             "source": {"path": self.source_path, "sha256": self.source_sha256},
             "recipe": dict(self.recipe),
             "versions": dict(self.versions),
@@ -352,7 +373,7 @@ def parse_sidecar(value: Any, where: str = "sidecar") -> Sidecar:
     colors = p.colors(root, k)
     ignore_index = p.optional_integer(root, "ignore_index", low=k, high=255)
     eval_ids = p.eval_ids(root, k)
-    inp, color_mode, gray_tolerance, allow_gray_to_rgb = p.input_spec(root)
+    inp, color_mode, gray_tolerance, allow_gray_to_rgb, resize = p.input_spec(root)
     out = p.tensor(p.mapping(p.get(root, "output"), "output"), "output")
     if out.shape != (*inp.shape[:3], k):
         p.fail("output.shape", f"[1, {inp.shape[1]}, {inp.shape[2]}, {k}] (input size, one logit per class)", list(out.shape))
@@ -379,6 +400,7 @@ def parse_sidecar(value: Any, where: str = "sidecar") -> Sidecar:
         pixel_scale=p.number(norm, "pixel_scale", positive=True, prefix="normalization."),
         gray_tolerance=gray_tolerance,
         allow_gray_to_rgb=allow_gray_to_rgb,
+        resize=resize,
         source_path=p.optional_string(source, "path", prefix="source."),
         source_sha256=p.optional_sha256(source, "sha256", prefix="source."),
         recipe=p.mapping(p.get(root, "recipe"), "recipe"),
@@ -537,7 +559,7 @@ class _Parser:
         )
         return TensorSpec(shape=shape, dtype=dtype, quantization=params)
 
-    def input_spec(self, root: Mapping[str, Any]) -> tuple[TensorSpec, str, int, bool]:
+    def input_spec(self, root: Mapping[str, Any]) -> tuple[TensorSpec, str, int, bool, str]:
         obj = self.mapping(self.get(root, "input"), "input")
         spec = self.tensor(obj, "input")
         color_mode = self.choice(obj, "color_mode", tuple(COLOR_MODES), prefix="input.")
@@ -547,7 +569,9 @@ class _Parser:
         allow = self.get(obj, "allow_gray_to_rgb", "input.")
         if not isinstance(allow, bool):
             self.fail("input.allow_gray_to_rgb", "true or false", allow)
-        return spec, color_mode, tolerance, allow
+        # Optional: sidecars written before the field existed were resized bilinearly.
+        resize = self.choice(obj, "resize", RESIZE_METHODS, prefix="input.") if "resize" in obj else RESIZE_METHODS[0]
+        return spec, color_mode, tolerance, allow, resize
 
     def hazards(self, root: Mapping[str, Any], classes: tuple[str, ...]) -> dict[str, tuple[str, ...]] | None:
         value = root.get("hazards")

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from roverlite.core.preprocessing import Preprocessing
 from roverlite.export.micro_probe import check_inputs, probe_micro, probe_outputs
 
 __all__ = [
@@ -63,17 +64,17 @@ def model_data_sources(
     input_spec: Mapping[str, Any],
     output_spec: Mapping[str, Any],
     classes: Sequence[str],
-    normalization: Mapping[str, Any],
+    preprocessing: Preprocessing,
 ) -> tuple[str, str]:
     """``(model_data.h, model_data.cc)``: the model as ``alignas(16) const unsigned char g_model_data[]``.
 
-    ``model_data.h`` also carries the input/output shape and quantization, the normalisation and
-    the class names, so firmware can quantize camera pixels without reading the sidecar.
+    ``model_data.h`` also carries the input/output shape and quantization, the normalisation (the
+    sidecar's :class:`~roverlite.core.preprocessing.Preprocessing`) and the class names, so firmware
+    can quantize camera pixels without reading the sidecar.
     """
     height, width, channels = (int(v) for v in input_spec["shape"][1:4])
     num_classes = int(output_spec["shape"][3])
-    mean = [float(v) for v in normalization["mean"]]
-    std = [float(v) for v in normalization["std"]]
+    mean, std = preprocessing.mean, preprocessing.std
     header = f"""\
 // {provenance}
 // The model flatbuffer for TFLite-Micro and the constants needed to feed it. Do not edit.
@@ -96,7 +97,7 @@ constexpr int kInputWidth = {width};
 constexpr int kInputChannels = {channels};
 constexpr float kInputScale = {_c_float(input_spec["scale"])};
 constexpr int kInputZeroPoint = {int(input_spec["zero_point"])};
-constexpr float kPixelScale = {_c_float(normalization["pixel_scale"])};
+constexpr float kPixelScale = {_c_float(preprocessing.pixel_scale)};
 constexpr float kInputMean[] = {{{", ".join(_c_float(v) for v in mean)}}};
 constexpr float kInputStd[] = {{{", ".join(_c_float(v) for v in std)}}};
 

@@ -26,7 +26,7 @@ from roverlite.deploy.sidecar import (
     read_sidecar,
     sidecar_path,
 )
-from roverlite.core.preprocessing import GRAY_TOLERANCE
+from roverlite.core.preprocessing import Preprocessing
 from roverlite.io import atomic_write_json, sha256_file, write_staged_json
 
 __all__ = ["VERSIONED_PACKAGES", "build_sidecar", "collect_versions", "parse_sidecar", "read_sidecar", "write_sidecar"]
@@ -90,6 +90,7 @@ def build_sidecar(
             config's classes).
     """
     artifact = Path(artifact)
+    rules = Preprocessing.from_data_config(data_cfg, allow_gray_to_rgb=allow_gray_to_rgb)
     return Sidecar(
         name=name,
         format=format_name,
@@ -103,11 +104,7 @@ def build_sidecar(
         eval_class_ids=tuple(data_cfg.eval_class_ids),
         input=_tensor_spec(input_info),
         output=_tensor_spec(output_info),
-        color_mode=data_cfg.color_mode,
-        mean=tuple(float(v) for v in data_cfg.mean),
-        std=tuple(float(v) for v in data_cfg.std),
-        gray_tolerance=GRAY_TOLERANCE,
-        allow_gray_to_rgb=allow_gray_to_rgb,
+        **_sidecar_rules(rules),
         source_path=source_path,
         source_sha256=source_sha256,
         recipe=dict(recipe or {}),
@@ -129,6 +126,13 @@ def write_sidecar(artifact: str | os.PathLike, sidecar: Sidecar, final: str | os
     if final is None:
         return atomic_write_json(sidecar_path(artifact), sidecar.to_dict())
     return write_staged_json(sidecar_path(artifact), sidecar_path(final), sidecar.to_dict())
+
+
+def _sidecar_rules(rules: Preprocessing) -> dict[str, Any]:
+    """The Sidecar fields of ``rules``: all but the size, which the input tensor's shape carries."""
+    fields = rules.to_dict()
+    del fields["image_size"]
+    return {key: tuple(value) if isinstance(value, list) else value for key, value in fields.items()}
 
 
 def _tensor_spec(info: TensorInfo) -> TensorSpec:

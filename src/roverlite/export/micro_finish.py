@@ -132,7 +132,7 @@ def finish_c_array(
         io_in,
         io_out,
         s.classes,
-        {"pixel_scale": s.pixel_scale, "mean": s.mean, "std": s.std},
+        s.preprocessing,
     )
     texts = {
         "model_data.h": header,

@@ -42,7 +42,8 @@ import numpy as np
 from roverlite.deploy.evaluate import load_testpack
 from roverlite.deploy.peak import PeakResult
 from roverlite.deploy.segmenter import Segmenter
-from roverlite.io import atomic_write_json, atomic_write_text, ensure_writable_dir
+from roverlite.core.documents import REPORT_SUMMARY, VERSIONS
+from roverlite.io import atomic_write_text, ensure_writable_dir, write_document
 from roverlite.report.collect import collect_run_dirs, find_testpack
 from roverlite.report.deliverable import Deliverable, deliverable_summary
 from roverlite.report.html import render_html, render_markdown
@@ -57,7 +58,7 @@ __all__ = ["REPORT_SCHEMA_VERSION", "ReportPaths", "build_report", "report_run_d
 
 logger = logging.getLogger(__name__)
 
-REPORT_SCHEMA_VERSION = 1
+REPORT_SCHEMA_VERSION = VERSIONS[REPORT_SUMMARY]
 OverlaySource = str | os.PathLike | tuple[np.ndarray, np.ndarray]
 
 
@@ -128,8 +129,7 @@ def build_report(
     summary = summary_rows(rows, peak, teacher)
     delivered = None if deliverable is None else deliverable_summary(deliverable, rows, summary, reference)
     out_dir = ensure_writable_dir(out_dir)
-    summary_path = atomic_write_json(out_dir / "summary.json", {
-        "schema_version": REPORT_SCHEMA_VERSION,
+    summary_path = write_document(out_dir / "summary.json", REPORT_SUMMARY, {
         "generated": datetime.now(UTC).isoformat(timespec="seconds"),
         "teacher": None if reference is None else reference.name,
         "deliverable": delivered,

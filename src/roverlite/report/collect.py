@@ -2,30 +2,33 @@
 
 What a **run folder** contributes to ``roverlite report RUN_DIR... --out DIR`` (the folder and its
 subfolders down to :data:`MAX_DEPTH` levels are searched, so a pipeline's ``compress/<recipe>/<step>/``
-is found; hidden entries are skipped):
+is found; hidden entries are skipped). Each JSON is read by :func:`roverlite.core.documents.read_document`,
+which names it by its ``kind`` stamp (documents written before the stamp, by their keys); other JSON
+(sidecars, splits, audits, a kind this code does not know) is skipped, and a document newer than
+this code stops the report with a ValueError:
 
 * **artifacts**: every ``*.tflite`` / ``*.onnx`` with a readable sidecar. Its sidecar gives the
   model name, format, size, sha256, MACs and parameters, and the recipe, from which
   :func:`infer_kind` names the variant's kind (``roverlite compress`` records the step kind and the
   recipe's steps). Copies with the same sha256 (a bundle holds one) count once.
-* **bench results**: every JSON with a ``results`` list written by
+* **bench results** (kind ``bench``): the JSON written by
   :func:`roverlite.deploy.bench.write_bench_json` (``roverlite bench --json``): latency and memory
   (``peak_rss_mb``, ``model_rss_mb``, whether the row was ``isolated`` in its own process) per
   runtime, and the accuracy of the timed runner when it was benchmarked with a test pack. A bench
   row stands on its own: the artifact need not be in the folder.
-* **accuracy results**: every JSON with ``miou``, ``per_class_iou`` and ``sha256`` or
-  ``artifact`` (``roverlite eval ARTIFACT --json``, a recipe's ``0_teacher/eval.json``). Of several
+* **accuracy results** (kind ``eval``): ``miou`` and ``per_class_iou`` of the artifact its ``sha256`` or
+  ``artifact`` names (``roverlite eval ARTIFACT --json``, a recipe's ``0_teacher/eval.json``). Of several
   accuracies for one artifact the one over the most images is shown.
-* **gate results**: a recipe step's ``gate.json`` (``{"step", "passed", "artifacts": [report]}``
+* **gate results** (kind ``gate``): a recipe step's ``gate.json`` (``{"step", "passed", "artifacts": [report]}``
   from :func:`roverlite.compress.gate.write_gate`): each report's pass/fail with its reasons, and
-  its artifact's per-class IoU (and hazard rates) on the validation images the gate scored. Also any JSON with a
-  ``gate`` object (``{"passed": bool, "reasons": [...]}``) and the ``sha256``, ``artifact`` or
+  its artifact's per-class IoU (and hazard rates) on the validation images the gate scored. Also (kind ``gate_verdict``, or an
+  ``eval`` document with one) a ``gate`` object (``{"passed": bool, "reasons": [...]}``) and the ``sha256``, ``artifact`` or
   ``variant`` name it judges.
-* **explicit rows**: every JSON with a ``variant`` object in :class:`VariantRow` form; it replaces
+* **explicit rows** (kind ``variant``): a ``variant`` object in :class:`VariantRow` form; it replaces
   the collected row of the same name (or adds one). The pipeline can write these to say exactly
   what a variant is.
-* **training runs**: a ``summary.json`` with ``model``, ``miou`` and ``model_path`` (``roverlite
-  train``) adds the Keras model as its own row with no latency (kind ``teacher float`` when its
+* **training runs** (kind ``train_summary``): a ``summary.json`` with ``model`` and ``model_path``
+  (``roverlite train``) adds the Keras model as its own row with no latency (kind ``teacher float`` when its
   model name contains "teacher"), which serves as the Δ reference.
 
 Artifacts of one model at one precision (``x_tflite_int8.tflite`` and ``x_onnx_int8.onnx``, or any
@@ -41,13 +44,24 @@ Every row gets a human ``label`` from its files' sidecars (``teacher float``, ``
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from roverlite.core.documents import (
+    BenchDocument,
+    Document,
+    EvalResult,
+    GateResult,
+    GateVerdict,
+    TrainSummary,
+    UnknownDocumentError,
+    VariantDocument,
+    read_document,
+)
 from roverlite.core.formats import get_spec
 from roverlite.deploy.bench import BenchResult
 from roverlite.deploy.sidecar import read_sidecar
@@ -60,7 +74,6 @@ logger = logging.getLogger(__name__)
 
 ARTIFACT_SUFFIXES = (".tflite", ".onnx")
 MAX_DEPTH = 3
-_MAX_JSON_BYTES = 64 * 1024 * 1024
 
 
 def variants_from_bench(
@@ -195,46 +208,13 @@ def collect_run_dirs(run_dirs: Sequence[str | os.PathLike]) -> list[VariantRow]:
                 continue
             sidecars.setdefault(sidecar.sha256, (path, sidecar))
 
-    benches: list[BenchResult] = []
-    accuracies: dict[str, Mapping[str, Any]] = {}
-    gates: dict[str, Mapping[str, Any]] = {}
-    explicit: list[VariantRow] = []
-    keras_rows: list[VariantRow] = []
+    found = _Found()
     for path in files:
-        if path.suffix.lower() != ".json":
-            continue
-        document = _read_json(path)
-        if not isinstance(document, dict) or _is_sidecar(document):
-            continue
-        if isinstance(document.get("results"), list):
-            benches += _bench_rows(document["results"], path)
-        if isinstance(document.get("variant"), dict):
-            explicit.append(VariantRow.from_dict(document["variant"]))
-        if "miou" in document and "per_class_iou" in document:
-            if "model_path" in document and "model" in document:
-                keras_rows.append(_keras_row(document, path))
-            for key in _keys(document):
-                if _images(document) >= _images(accuracies.get(key)):
-                    accuracies[key] = {**document, "source": str(path)}
-        if isinstance(document.get("gate"), dict):
-            variant = document.get("variant")
-            for key in [*_keys(document), *([variant] if isinstance(variant, str) else [])]:
-                gates[key] = document["gate"]
-        if "step" in document and isinstance(document.get("artifacts"), list):  # a recipe step's gate.json
-            for report in document["artifacts"]:
-                if not isinstance(report, dict) or not isinstance(report.get("artifact"), str):
-                    continue
-                keys = _keys(report)
-                gate = {k: report.get(k) for k in ("passed", "reasons", "step", "miou_drop", "rare_class_drops")}
-                for key in keys:
-                    gates[key] = gate
-                measured = {"miou": report.get("artifact_miou"), "per_class_iou": report.get("artifact_iou") or {},
-                            "hazards": report.get("artifact_hazards") or {},
-                            "confusion_matrix": report.get("artifact_confusion_matrix"),
-                            "images": report.get("images"), "source": str(path)}
-                for key in keys:
-                    if measured["miou"] is not None and _images(measured) >= _images(accuracies.get(key)):
-                        accuracies[key] = measured
+        if path.suffix.lower() == ".json":
+            document = _read_document(path)
+            if document is not None:
+                found.add(document, path)
+    benches, accuracies, gates = found.benches, found.accuracies, found.gates
 
     recipes = {sha: dict(sidecar.recipe) for sha, (_, sidecar) in sidecars.items()}
     rows = variants_from_bench(benches, accuracy=accuracies, recipes=recipes)
@@ -259,8 +239,8 @@ def collect_run_dirs(run_dirs: Sequence[str | os.PathLike]) -> list[VariantRow]:
             notes=("not benchmarked",),
         ))
     rows = _with_params_and_gates(rows, sidecars, gates)
-    by_name = {row.name: row for row in keras_rows + rows}
-    for row in explicit:
+    by_name = {row.name: row for row in found.keras_rows + rows}
+    for row in found.explicit:
         by_name[row.name] = row
     if not by_name:
         raise ValueError(
@@ -300,18 +280,67 @@ def _files(folder: Path, depth: int = MAX_DEPTH) -> list[Path]:
     return found
 
 
-def _read_json(path: Path) -> Any:
+def _read_document(path: Path) -> Document | None:
+    """The run document at ``path``, or None for other JSON (sidecars, splits, audits, unreadable files)."""
     try:
-        if path.stat().st_size > _MAX_JSON_BYTES:
-            return None
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        return read_document(path)
+    except UnknownDocumentError as err:
         logger.info("skipping %s: %s", path, err)
         return None
 
 
-def _is_sidecar(document: Mapping[str, Any]) -> bool:
-    return document.get("task") == "semantic_segmentation" and isinstance(document.get("artifact"), dict)
+@dataclass
+class _Found:
+    """What the run documents of the folders contribute, keyed by the artifact each is about."""
+
+    benches: list[BenchResult] = field(default_factory=list)
+    accuracies: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+    gates: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+    explicit: list[VariantRow] = field(default_factory=list)
+    keras_rows: list[VariantRow] = field(default_factory=list)
+
+    def add(self, document: Document, path: Path) -> None:
+        if isinstance(document, BenchDocument):
+            self.benches += _bench_rows(list(document.results), path)
+        elif isinstance(document, VariantDocument):
+            self.explicit.append(VariantRow.from_dict(document.variant))
+        elif isinstance(document, TrainSummary):
+            if document.model is not None and document.model_path is not None:
+                self.keras_rows.append(_keras_row(document.data, path))
+        elif isinstance(document, EvalResult):
+            self.accuracy(document.data, {**document.data, "source": str(path)})
+            if document.gate is not None:
+                self.verdict(document.data, document.gate)
+        elif isinstance(document, GateVerdict):
+            self.verdict(document.data, document.gate)
+        elif isinstance(document, GateResult):
+            for report in document.artifacts:
+                if isinstance(report.get("artifact"), str):
+                    self.gate_report(report, path)
+
+    def accuracy(self, about: Mapping[str, Any], measured: Mapping[str, Any]) -> None:
+        """Keep the accuracy over the most images for each key of the artifact it is about."""
+        for key in _keys(about):
+            if _images(measured) >= _images(self.accuracies.get(key)):
+                self.accuracies[key] = measured
+
+    def verdict(self, about: Mapping[str, Any], gate: Mapping[str, Any]) -> None:
+        variant = about.get("variant")
+        for key in [*_keys(about), *([variant] if isinstance(variant, str) else [])]:
+            self.gates[key] = gate
+
+    def gate_report(self, report: Mapping[str, Any], path: Path) -> None:
+        """A recipe step's gate report: its verdict and the accuracy of the artifact it scored."""
+        keys = _keys(report)
+        gate = {k: report.get(k) for k in ("passed", "reasons", "step", "miou_drop", "rare_class_drops")}
+        for key in keys:
+            self.gates[key] = gate
+        measured = {"miou": report.get("artifact_miou"), "per_class_iou": report.get("artifact_iou") or {},
+                    "hazards": report.get("artifact_hazards") or {},
+                    "confusion_matrix": report.get("artifact_confusion_matrix"),
+                    "images": report.get("images"), "source": str(path)}
+        if measured["miou"] is not None:
+            self.accuracy(report, measured)
 
 
 def _bench_rows(rows: list[Any], path: Path) -> list[BenchResult]:

@@ -7,6 +7,11 @@ Conv-BN-ReLU transforms), ReLU/ReLU6, MaxPooling2D, Concatenate, Add, Conv2DTran
 nearest-neighbour UpSampling2D. Bilinear resizing is avoided on purpose: fake-quant training and
 int8 kernels disagree on it (see NOTES.md).
 
+Two more are roverlite's pixel-shuffle pair, :class:`SpaceToDepth` and :class:`DepthToSpace`
+(the ``shuffle`` stem and decoder): SPACE_TO_DEPTH / DEPTH_TO_SPACE are int8 builtins that XNNPACK
+delegates, where nearest resizing is not delegated. TFMOT has no quantize entry for them either, so
+their models use post-training int8.
+
 One optional layer is roverlite's own: :class:`CoordinateChannels` (CoordConv) appends the pixel's
 row and column, so a convolutional model can learn *where* in the frame a class lives. Its int8
 TFLite graph is builtins only (the coordinates fold into a constant at a fixed input size), and
@@ -29,7 +34,7 @@ layers = keras.layers
 
 NORMS = ("batch", "none")
 ACTIVATIONS = ("relu", "relu6", "swish")
-DECODERS = ("transpose", "nearest")
+DECODERS = ("transpose", "nearest", "shuffle")
 
 # Channel reduction inside squeeze-and-excitation and attention gates (Hu et al. use 16; these
 # networks are narrow, so a gentler 4 keeps at least a few channels at width 16).
@@ -144,9 +149,15 @@ def upsample(x, filters: int, name: str, *, decoder: str = "transpose"):
     nearest: 1x1 conv at the low resolution, then nearest UpSampling2D (RESIZE_NEAREST_NEIGHBOR).
     A 1x1 conv commutes with nearest upsampling, so running it first gives the same function as
     upsample-then-conv at a quarter of the MACs.
+    shuffle: 1x1 conv to ``4 * filters`` channels, then :class:`DepthToSpace` (pixel shuffle,
+    DEPTH_TO_SPACE): exactly the function of the 2x2 stride-2 transposed conv, but built from ops
+    XNNPACK runs in int8 (TRANSPOSE_CONV is slow there, RESIZE_NEAREST_NEIGHBOR not delegated).
     """
     if decoder == "transpose":
         return layers.Conv2DTranspose(filters, 2, strides=2, padding="same", name=f"{name}_tconv")(x)
+    if decoder == "shuffle":
+        x = layers.Conv2D(4 * filters, 1, name=f"{name}_conv")(x)
+        return DepthToSpace(2, name=f"{name}_shuffle")(x)
     x = layers.Conv2D(filters, 1, name=f"{name}_conv")(x)
     return layers.UpSampling2D(2, interpolation="nearest", name=f"{name}_nearest")(x)
 
@@ -191,6 +202,59 @@ class CoordinateChannels(layers.Layer):
     def get_prunable_weights(self):
         """No weights to prune: lets TFMOT's ``prune_low_magnitude`` wrap the layer."""
         return []
+
+
+class _BlockRearrange(layers.Layer):
+    """Shared config of the two pixel-shuffle layers: a block size of 2 or more."""
+
+    def __init__(self, block_size: int = 2, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 2:
+            raise ValueError(f"Expected an integer block_size >= 2. Received: block_size={block_size!r}.")
+        self.block_size = block_size
+
+    def get_config(self):
+        return {**super().get_config(), "block_size": self.block_size}
+
+    def get_prunable_weights(self):
+        """No weights to prune: lets TFMOT's ``prune_low_magnitude`` wrap the layer."""
+        return []
+
+
+@keras.utils.register_keras_serializable(package="roverlite")
+class SpaceToDepth(_BlockRearrange):
+    """Fold each ``block x block`` patch into channels (``tf.nn.space_to_depth``; SPACE_TO_DEPTH).
+
+    A half-resolution stem that loses nothing: a 1-channel 128x128 frame becomes 4 channels at
+    64x64 and the first convolution sees every pixel (an average-pool stem throws 3 of 4 away).
+    Output channel ``(i * block + j) * C + c`` holds input channel ``c`` of patch pixel ``(i, j)``.
+    """
+
+    def call(self, x):
+        return tf.nn.space_to_depth(x, self.block_size)
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, c = input_shape
+        n = self.block_size
+        return (b, None if h is None else h // n, None if w is None else w // n, c * n * n)
+
+
+@keras.utils.register_keras_serializable(package="roverlite")
+class DepthToSpace(_BlockRearrange):
+    """Unfold channels into ``block x block`` patches (``tf.nn.depth_to_space``; DEPTH_TO_SPACE).
+
+    The inverse of :class:`SpaceToDepth`: a pixel-shuffle up-sampling (Shi et al., 2016) after a
+    1x1 conv to ``block**2 * C`` channels, which is the 2x2 stride-2 transposed conv computed
+    with ops that int8 XNNPACK delegates.
+    """
+
+    def call(self, x):
+        return tf.nn.depth_to_space(x, self.block_size)
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, c = input_shape
+        n = self.block_size
+        return (b, None if h is None else h * n, None if w is None else w * n, c // (n * n))
 
 
 def _unit_ramp(n, dtype):

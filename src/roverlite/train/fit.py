@@ -25,7 +25,8 @@ import numpy as np
 
 from roverlite.config import Config, load_config, to_plain
 from roverlite.data.loader import load_split
-from roverlite.io import atomic_write_json, atomic_write_text, ensure_writable_dir
+from roverlite.core.documents import TRAIN_SUMMARY
+from roverlite.io import atomic_write_json, atomic_write_text, ensure_writable_dir, write_document
 from roverlite.train.evaluate import evaluate_arrays, predict_masks
 
 log = logging.getLogger(__name__)
@@ -137,15 +138,10 @@ def _current_learning_rate(optimizer) -> float:
     return float(keras.backend.get_value(lr))
 
 
-def _class_pixel_counts(masks: np.ndarray, num_classes: int) -> np.ndarray:
-    counts = np.bincount(masks.reshape(-1), minlength=256)
-    return counts[:num_classes].astype(np.float64)
-
-
 def _build(cfg: Config, steps_per_epoch: int, class_weights: np.ndarray):
-    from roverlite.train.losses import build_loss
+    """The run's model, compiled with the shared training set-up (:mod:`roverlite.train.setup`)."""
     from roverlite.train.models import create_model
-    from roverlite.train.optim import build_optimizer, jit_compile_for
+    from roverlite.train.setup import compile_for_training, train_loss, train_optimizer
 
     data = cfg.data
     model = create_model(
@@ -154,18 +150,8 @@ def _build(cfg: Config, steps_per_epoch: int, class_weights: np.ndarray):
         num_classes=data.num_classes,
         **dict(cfg.model.overrides),
     )
-    optimizer = build_optimizer(
-        cfg.train.learning_rate, cfg.train.weight_decay, steps_per_epoch, cfg.train.epochs, cfg.train.warmup_epochs
-    )
-    loss = build_loss(
-        cfg.train.loss,
-        num_classes=data.num_classes,
-        ignore_index=data.ignore_index,
-        class_weights=class_weights,
-        focal_gamma=cfg.train.focal_gamma,
-    )
-    # XLA fuses the train step: ~1.2x the images/s of unet_s on 2 AVX2 cores (measured, see configs/mars.yaml).
-    model.compile(optimizer=optimizer, loss=loss, jit_compile=jit_compile_for(cfg.train.jit_compile, model))
+    optimizer = train_optimizer(cfg, steps_per_epoch)
+    compile_for_training(model, cfg, optimizer, train_loss(cfg, class_weights))
     return model, optimizer
 
 
@@ -181,12 +167,10 @@ def train(
         >>> result = train(load_config("configs/mars.yaml"), "runs/mars-teacher")
         >>> result.best_miou
     """
-    from roverlite._tf import keras
-    from roverlite.data.pipeline import make_dataset
     from roverlite.train.checkpoint import TrainState, find_checkpoint, load_checkpoint, save_checkpoint
     from roverlite.train.distribute import select_precision, select_strategy, worker_role
-    from roverlite.train.losses import class_weights_from_counts
     from roverlite.train.modelfile import save_model_file
+    from roverlite.train.setup import batch_seed, class_pixel_counts, class_weights, seed_everything, train_batches
 
     run_dir = Path(run_dir)
     role = worker_role()
@@ -203,26 +187,22 @@ def train(
     # all-reduce, so a save that only the chief made would desynchronise the workers.
     work_dir = run_dir if role.is_chief else run_dir / f".worker-{role.task_index}"
     ckpt_dir = work_dir / "checkpoints"
-    keras.utils.set_random_seed(cfg.train.seed)
+    seed_everything(cfg.train.seed)
     if role.is_chief:
         atomic_write_json(run_dir / "splits.json", {"train": train_arrays.ids, "val": val_arrays.ids})
-    counts = _class_pixel_counts(train_arrays.masks, cfg.data.num_classes)
-    class_weights = class_weights_from_counts(counts, cfg.train.class_weighting)
+    weights = class_weights(cfg, class_pixel_counts(train_arrays.masks, cfg.data.num_classes))
     log.info(
         "train %d / val %d images, class weights %s, precision %s, %d replica(s)",
-        len(train_arrays.images), len(val_arrays.images), np.round(class_weights, 3).tolist(),
+        len(train_arrays.images), len(val_arrays.images), np.round(weights, 3).tolist(),
         precision, strategy.num_replicas_in_sync,
     )
 
     def epoch_dataset(epoch: int):
-        return make_dataset(
-            train_arrays.images, train_arrays.masks, cfg.data, cfg.augment,
-            training=True, batch_size=cfg.train.batch_size, seed=cfg.train.seed * 100_003 + epoch,
-        )
+        return train_batches(train_arrays.images, train_arrays.masks, cfg, batch_seed(cfg.train.seed, epoch))
 
     steps = int(epoch_dataset(0).cardinality())  # counts oversampled images, unlike len(images)
     with strategy.scope():
-        model, optimizer = _build(cfg, steps, class_weights)
+        model, optimizer = _build(cfg, steps, weights)
     ema = _weight_ema(cfg, model, strategy)
     tracked = {} if ema is None else {"ema": ema}
 
@@ -251,7 +231,7 @@ def train(
         # epoch k's dropout masks from the start of the stream, not from where the killed run was;
         # with the restart, epoch k draws the same masks resumed or not. (The sequence of masks
         # then repeats each epoch, over differently shuffled and augmented batches.)
-        keras.utils.set_random_seed(cfg.train.seed)
+        seed_everything(cfg.train.seed)
         dataset = epoch_dataset(epoch)
         bar = EpochProgress(epoch, cfg.train.epochs, enabled=progress and role.is_chief)
         t0 = time.perf_counter()
@@ -334,7 +314,7 @@ def _finish_run(
         "images_per_second": round(images_seen / fit_seconds, 2) if fit_seconds > 0 else None,
         "model_path": str(model_path),
     }
-    atomic_write_json(run_dir / "summary.json", summary)
+    write_document(run_dir / "summary.json", TRAIN_SUMMARY, summary)
     k = min(PREVIEW_IMAGES, len(val_arrays.images))
     pred = predict_masks(best, val_arrays.images[:k], cfg.data)
     preview = RunPreview(tuple(state.history), val_arrays.images[:k], val_arrays.masks[:k], pred)

@@ -36,7 +36,7 @@ _MODELS: dict[str, PresetFn] = {}
 # The distillation students, largest first: the latency-budget search
 # (roverlite.compress.search) takes the first one fast enough. unet_micro is left out: it is the
 # MCU model (a different decoder and depth), not a rung of this size ladder.
-STEMS = ("conv", "pool")  # build_unet(stem=...), used with stem_stride=2
+STEMS = ("conv", "pool", "shuffle")  # build_unet(stem=...), used with stem_stride=2
 STUDENT_LADDER: tuple[str, ...] = ("unet_s", "unet_xs", "unet_xxs", "unet_nano")
 
 # Widths double per level up to 16x the base: deeper levels work at 1/256 of the pixels or
@@ -81,8 +81,10 @@ def build_unet(
         norm: ``"batch"`` (folded into the conv at export, so free on the device) or ``"none"``.
         activation: ``"relu"`` or ``"relu6"`` (both fuse into CONV_2D and suit int8 and
             TFLite-Micro) or ``"swish"`` (float only: LOGISTIC + MUL in int8, not for micro).
-        decoder: ``"transpose"`` (2x2 stride-2 Conv2DTranspose) or ``"nearest"`` (1x1 conv then
-            nearest UpSampling2D). Both export to int8 TFLite and TFLite-Micro.
+        decoder: ``"transpose"`` (2x2 stride-2 Conv2DTranspose), ``"nearest"`` (1x1 conv then
+            nearest UpSampling2D) or ``"shuffle"`` (1x1 conv to 4x the channels then
+            DepthToSpace: the transposed conv's function with int8 ops XNNPACK delegates).
+            All three export to int8 TFLite and TFLite-Micro.
         residual: use ResNet basic blocks (Add + 1x1 projection where channels change).
         squeeze_excite: add SE channel gating to every block (uses Multiply: no TFMOT QAT).
         attention_gates: gate every skip connection (uses Multiply: no TFMOT QAT).
@@ -99,7 +101,10 @@ def build_unet(
             2x2 average pool, the U-Net unchanged behind it, and its 1x1 ``logits`` upsampled 2x
             (nearest) whatever the decoder. That is a full-resolution U-Net run at half
             resolution, what :func:`roverlite.compress.resolution.half_resolution` makes of a
-            trained one (every weight carries over).
+            trained one (every weight carries over). ``"shuffle"``: a SpaceToDepth stem (each 2x2
+            patch becomes 4 channels, no pixel dropped) and a ``logits`` conv to 4x the classes
+            followed by DepthToSpace (``logits_shuffle``): half resolution with every op
+            delegated to XNNPACK in int8.
         coord_channels: append each pixel's row and column (in [-1, 1]) to the input channels
             (CoordConv, :class:`blocks.CoordinateChannels`), for scenes whose layout is fixed to
             the camera. TFMOT prunes it but cannot quantize-aware-train it (PTQ int8 works).
@@ -128,6 +133,8 @@ def build_unet(
         x = blocks.CoordinateChannels(name="coords")(x)
     if stem_stride == 2 and stem == "pool":
         x = keras.layers.AveragePooling2D(2, name="stem_pool")(x)
+    elif stem_stride == 2 and stem == "shuffle":
+        x = blocks.SpaceToDepth(2, name="stem_shuffle")(x)
     elif stem_stride == 2:
         x = blocks.conv_norm_act(x, widths[0], "stem", strides=2, norm=norm, act=activation)
     for level in range(depth):
@@ -152,6 +159,9 @@ def build_unet(
         outputs = keras.layers.Conv2D(num_classes, 1, dtype="float32", name="logits")(x)
     elif decoder == "transpose" and stem == "conv":
         outputs = keras.layers.Conv2DTranspose(num_classes, 2, strides=2, dtype="float32", name="logits")(x)
+    elif stem == "shuffle":
+        x = keras.layers.Conv2D(4 * num_classes, 1, dtype="float32", name="logits")(x)
+        outputs = blocks.DepthToSpace(2, dtype="float32", name="logits_shuffle")(x)
     else:
         x = keras.layers.Conv2D(num_classes, 1, dtype="float32", name="logits")(x)
         outputs = keras.layers.UpSampling2D(2, interpolation="nearest", dtype="float32", name="logits_nearest")(x)
