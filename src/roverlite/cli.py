@@ -10,10 +10,14 @@ import argparse
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Callable, Sequence
 
 log = logging.getLogger("roverlite")
+
+# roverlite modules are imported inside each command: they pull in numpy (and TensorFlow), and
+# `roverlite --help` or a bad argument should answer at once.
 
 # Exit codes: 0 ok, 1 the command ran but found problems (e.g. unreadable files in an audit),
 # 2 the command could not run (bad arguments, config or data), 130 interrupted.
@@ -86,8 +90,6 @@ def _train_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def _default_run_dir(cfg) -> Path:
-    import time
-
     return Path("runs") / cfg.task / f"{cfg.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 

@@ -27,6 +27,7 @@ from typing import Any, Mapping, Sequence
 from roverlite._yaml import MAX_NUMBER_CHARS, config_dumper, parse_yaml
 from roverlite.core.errors import ConfigError, did_you_mean  # re-exported: the config's error type
 from roverlite.core.preprocessing import Preprocessing
+from roverlite.io import atomic_write_text
 
 DATA_FORMATS = ("folder", "npz", "synthetic")
 COLOR_MODES = ("grayscale", "rgb")
@@ -432,12 +433,11 @@ class Config:
         return to_plain(self)
 
     def to_yaml(self, path: str | os.PathLike | None = None) -> str:
+        # PyYAML is optional ([train] extra), imported on use as in roverlite._yaml
         import yaml
 
         text = yaml.dump(self.to_dict(), Dumper=config_dumper(), sort_keys=False, default_flow_style=None)
         if path is not None:
-            from roverlite.io import atomic_write_text
-
             atomic_write_text(path, text)
         return text
 
@@ -550,6 +550,7 @@ def _short_repr(value: Any, limit: int = 200) -> str:
 
 def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     """Apply ``section.key=value`` strings (values parsed as YAML) to a plain config dict."""
+    # PyYAML is optional ([train] extra), imported on use as in roverlite._yaml
     import yaml
 
     out = to_plain(raw)
@@ -583,6 +584,7 @@ def load_config(
     """
     raw: dict[str, Any] = {}
     if path is not None:
+        # PyYAML is optional ([train] extra), imported on use as in roverlite._yaml
         import yaml
 
         path = Path(path)

@@ -221,6 +221,7 @@ def _json_text(obj: Any) -> str:
 
 
 def _json_default(obj: Any) -> Any:
+    # numpy only when a numpy value is written: io.py itself needs the standard library only
     import numpy as np
 
     if isinstance(obj, np.integer):

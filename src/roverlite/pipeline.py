@@ -23,16 +23,27 @@ stops with :class:`~roverlite.compress.search.LatencyBudgetError` before trainin
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from roverlite.config import Config
+from roverlite.config import Config, load_config, to_plain
 from roverlite.core.documents import RECIPE_RESULT, REPORT_SUMMARY, TRAIN_SUMMARY, read_document
-from roverlite.io import atomic_write_json, ensure_writable_dir
+from roverlite.data.audit import run_audit
+from roverlite.data.loader import cap_images, load_split
+from roverlite.deploy.bench import bench_many, format_bench_table, write_bench_json
+from roverlite.deploy.evaluate import save_testpack
+from roverlite.export import ExportSettings, export_model
+from roverlite.export.peak import measure_peak
+from roverlite.io import atomic_write_json, ensure_writable_dir, sha256_file
+from roverlite.report.build import report_run_dirs
+from roverlite.train.fit import _differing_keys
+from roverlite.training import train_run as train
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +143,6 @@ def _mark_done(run_dir: Path, state: dict[str, Any], stage: str, seconds: float,
 
 
 def _check_resume(run_dir: Path, cfg: Config, resume: bool) -> dict[str, Any]:
-    from roverlite.config import load_config
-
     state = _read_state(run_dir)
     if not state["stages"]:
         return state
@@ -161,8 +170,7 @@ def recipe_for_student(recipe: Any, student: str, rare_classes: Sequence[str] = 
         ValueError: the recipe has no single distill step, or that step overrides the preset
             (the search timed the presets as registered).
     """
-    import dataclasses
-
+    # roverlite.compress imports TensorFlow: importing the pipeline does not
     from roverlite.compress.recipe import load_recipe
 
     if recipe is None:
@@ -194,6 +202,7 @@ def resolve_student_search(cfg: Config, run_dir: Path, state: dict[str, Any], sp
         LatencyBudgetError: no student meets the budget (the result is saved first).
         ValueError: on resume, a choice that differs from the student the compress stage used.
     """
+    # roverlite.compress imports TensorFlow: importing the pipeline does not
     from roverlite.compress.search import (
         LatencyBudgetError,
         SearchResult,
@@ -237,8 +246,6 @@ def _check_compress_student(state: dict[str, Any], student: str | None) -> None:
 
 
 def _stage_audit(cfg: Config, run_dir: Path, progress: bool) -> dict[str, Any]:
-    from roverlite.data.audit import run_audit
-
     report = run_audit(path=None, data_cfg=cfg.data, json_path=run_dir / "audit" / "audit.json",
                        quarantine_path=run_dir / "audit" / "quarantine.json", progress=progress)
     if report.has_unusable_samples:
@@ -250,8 +257,6 @@ def _stage_audit(cfg: Config, run_dir: Path, progress: bool) -> dict[str, Any]:
 
 
 def _stage_teacher(cfg: Config, run_dir: Path, progress: bool, resume: bool, adopt: Path | None) -> dict[str, Any]:
-    from roverlite.training import train_run as train
-
     teacher = run_dir / "teacher"
     if adopt is not None:
         return _adopt_teacher(cfg, Path(adopt), teacher)
@@ -265,12 +270,6 @@ def _adopt_teacher(cfg: Config, source: Path, teacher: Path) -> dict[str, Any]:
     The run must have been trained with this config's data, model and training settings (only
     ``train.epochs`` and ``train.patience`` may differ), so the report describes what it says.
     """
-    import shutil
-
-    from roverlite.config import load_config, to_plain
-    from roverlite.io import sha256_file
-    from roverlite.train.fit import _differing_keys
-
     missing = [n for n in ("config.yaml", "model.h5", "summary.json") if not (source / n).is_file()]
     if missing:
         raise FileNotFoundError(f"Cannot adopt {str(source)!r} as the teacher. Expected a finished training run "
@@ -290,8 +289,7 @@ def _adopt_teacher(cfg: Config, source: Path, teacher: Path) -> dict[str, Any]:
 
 
 def _stage_compress(cfg: Config, run_dir: Path, recipe: Any, progress: bool, adopt: Path | None) -> dict[str, Any]:
-    import shutil
-
+    # roverlite.compress imports TensorFlow: importing the pipeline does not
     from roverlite.compress.recipe import load_recipe
     from roverlite.compress.runner import run_recipe
 
@@ -312,10 +310,8 @@ def _adopt_compressed(source: Path, teacher_model: Path, out: Path) -> dict[str,
     The folder must have been compressed from this pipeline's teacher: the sha256 of the model its
     ``recipe_result.json`` names must equal the teacher's ``model.h5``.
     """
-    import shutil
-
+    # roverlite.compress imports TensorFlow: importing the pipeline does not
     from roverlite.compress.recipe import load_recipe
-    from roverlite.io import sha256_file
 
     result_file = source / "recipe_result.json"
     if not result_file.is_file() or not (source / "recipe.yaml").is_file():
@@ -334,10 +330,6 @@ def _adopt_compressed(source: Path, teacher_model: Path, out: Path) -> dict[str,
 
 
 def _stage_export(cfg: Config, run_dir: Path, progress: bool) -> dict[str, Any]:
-    from roverlite.export import ExportSettings, export_model
-
-    from roverlite.io import sha256_file
-
     model = run_dir / "teacher" / "model.h5"
     recipe = {"source": "roverlite pipeline", "model": cfg.model.name, "role": "teacher",
               "source_model": {"path": str(model), "sha256": sha256_file(model)}}
@@ -348,9 +340,6 @@ def _stage_export(cfg: Config, run_dir: Path, progress: bool) -> dict[str, Any]:
 
 
 def _stage_testpack(cfg: Config, run_dir: Path, progress: bool, count: int | None) -> dict[str, Any]:
-    from roverlite.data.loader import cap_images, load_split
-    from roverlite.deploy.evaluate import save_testpack
-
     val = load_split(cap_images(cfg.data, count), "val", progress=progress)
     save_testpack(run_dir / "testpack.npz", val.images, val.masks, val.ids)
     return {"images": len(val.ids)}
@@ -372,8 +361,6 @@ def _artifacts(run_dir: Path) -> list[Path]:
 
 
 def _stage_bench(run_dir: Path, runs: int, threads: int | None) -> dict[str, Any]:
-    from roverlite.deploy.bench import bench_many, format_bench_table, write_bench_json
-
     artifacts = _artifacts(run_dir)
     # Each artifact in a process of its own: its peak memory is its own, not TensorFlow's.
     results = bench_many(artifacts, runtime="all", threads=threads, warmup=5, runs=runs,
@@ -405,9 +392,6 @@ def deliverable_of(run_dir: Path, enforced: bool) -> dict[str, Any] | None:
 
 
 def _stage_report(run_dir: Path, threads: int | None, notes: list[str], gate: bool) -> dict[str, Any]:
-    from roverlite.export.peak import measure_peak
-    from roverlite.report.build import report_run_dirs
-
     # Every row's accuracy is the bench's: the timed artifact on the whole test pack (the validation
     # split), so rows compare on the same images. The Keras teacher (teacher/summary.json) is not
     # listed: its float TFLite export is the reference row.
@@ -471,6 +455,7 @@ def run_pipeline(
     found, notes = None, []
     if search is not None:
         if recipe is not None:
+            # roverlite.compress imports TensorFlow: importing the pipeline does not
             from roverlite.compress.recipe import load_recipe
 
             recipe = load_recipe(recipe)

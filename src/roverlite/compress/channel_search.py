@@ -32,7 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from roverlite.compress.latency_table import LatencyTable
+from roverlite.compress.latency_table import LatencyTable, time_tflite
+from roverlite.export.tflite import convert_tflite
 
 __all__ = ["ChannelSearchResult", "Move", "greedy_moves", "importance_lost", "measure_choice", "search_channels"]
 
@@ -236,9 +237,6 @@ def measure_choice(
     Both are converted to full-int8 TFLite as artifacts are; returns ``result`` with
     ``measured_ms`` and ``measured_full_ms`` set.
     """
-    from roverlite.compress.latency_table import time_tflite
-    from roverlite.export.tflite import convert_tflite
-
     shape = tuple(int(s) for s in full_model.input_shape[1:])
     calibration = np.random.default_rng(0).normal(size=(4, *shape)).astype(np.float32)
     contents = [convert_tflite(m, "int8", calibration=calibration) for m in (full_model, thin_model)]

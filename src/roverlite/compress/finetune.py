@@ -18,6 +18,7 @@ import numpy as np
 from roverlite._tf import keras
 from roverlite.config import Config
 from roverlite.train import setup
+from roverlite.train.optim import jit_compile_for
 
 __all__ = ["DEFAULT_LR_FRACTION", "FineTune", "StepBar", "fit_wrapped"]
 
@@ -87,8 +88,6 @@ class FineTune:
 
     def jit_compile(self, *models: keras.Model) -> bool:
         """``train.jit_compile`` for a train step through ``models`` (off where XLA cannot compile it)."""
-        from roverlite.train.optim import jit_compile_for
-
         return jit_compile_for(self.cfg.train.jit_compile, *models)
 
     def bar(self, label: str, epochs: int) -> StepBar:
@@ -107,6 +106,7 @@ class StepBar(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         if self.enabled:
+            # tqdm (optional, [train] extra) only when a bar is shown
             from tqdm.auto import tqdm
 
             self._bar = tqdm(total=self.total, desc=self.label, unit="batch", leave=False)

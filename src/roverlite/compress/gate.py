@@ -48,6 +48,9 @@ import numpy as np
 
 from roverlite.compress.qdebug import QDebugConfig
 from roverlite.config import ConfigError, did_you_mean
+from roverlite.core.documents import GATE
+from roverlite.deploy.evaluate import evaluate_artifact
+from roverlite.io import write_document
 
 __all__ = [
     "GateConfig", "GateError", "GateReport", "compare_to_teacher", "gate_artifact", "raise_if_failed", "write_gate",
@@ -342,8 +345,6 @@ def gate_artifact(
     Returns:
         The :class:`GateReport` (it does not raise on a broken floor; see :func:`raise_if_failed`).
     """
-    from roverlite.deploy.evaluate import evaluate_artifact
-
     result = evaluate_artifact(artifact, images, masks)
     report = compare_to_teacher(teacher, result, cfg, step, str(artifact), result.get("format", ""))
     log = logger.info if report.passed else logger.warning
@@ -362,9 +363,6 @@ def gate_artifact(
 def write_gate(path: str | os.PathLike, step: str, reports: Sequence[GateReport]) -> Path:
     """Write a step's ``gate.json``: ``{"kind": "gate", "schema_version", "step", "passed", "artifacts": [report, ...]}``
     (atomically; :func:`roverlite.core.documents.read_document` reads it)."""
-    from roverlite.core.documents import GATE
-    from roverlite.io import write_document
-
     return write_document(
         path, GATE, {"step": step, "passed": all(r.passed for r in reports), "artifacts": [r.to_dict() for r in reports]}
     )

@@ -42,7 +42,17 @@ from typing import Any
 
 import numpy as np
 
-from roverlite._tf import keras
+from roverlite._tf import keras, tf
+from roverlite.compress.decoder import nearest_decoder, shuffle_decoder
+from roverlite.compress.resolution import half_resolution
+from roverlite.compress.structured import level_widths, thinned_config
+from roverlite.deploy.hostinfo import host_info, runtime_version
+from roverlite.deploy.latency import percentile
+from roverlite.deploy.runtime import TFLITE_BACKENDS, check_threads, tflite_interpreter_class
+from roverlite.export.tflite import check_builtin_ops, convert_tflite
+from roverlite.io import atomic_write_json
+from roverlite.train.modelfile import load_model_file
+from roverlite.train.models import create_model, list_models
 
 __all__ = [
     "TABLE_FORMAT",
@@ -203,8 +213,6 @@ class LatencyTable:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the table as JSON (atomically); returns the path."""
-        from roverlite.io import atomic_write_json
-
         return atomic_write_json(path, self.to_dict())
 
 
@@ -232,8 +240,6 @@ def check_table_fits(table: LatencyTable, model: keras.Model, where: str = "late
     Raises:
         ValueError: naming every difference.
     """
-    from roverlite.compress.structured import level_widths
-
     wanted = {"widths": tuple(level_widths(model)), "input_shape": tuple(int(s) for s in model.input_shape[1:]),
               "num_classes": int(model.output_shape[-1]), "architecture": architecture_of(model)}
     found = {"widths": table.widths, "input_shape": table.input_shape, "num_classes": table.num_classes,
@@ -308,10 +314,6 @@ def measure_latency_table(
     Raises:
         ValueError: a model that is not a U-Net, bad settings, or a runtime that cannot run one.
     """
-    from roverlite.compress.structured import level_widths
-    from roverlite.deploy.runtime import check_threads
-    from roverlite.export.tflite import convert_tflite
-
     _check_ints((granularity, warmup + 1, runs, rounds), "granularity, warmup + 1, runs and rounds", 1)
     threads = tuple(check_threads(t) for t in threads)
     widths = level_widths(model)
@@ -347,8 +349,6 @@ def level_model(model: keras.Model, level: int, width: int, widths: Sequence[int
     outputs those other levels read from it (or the model's output). Weights are fresh: only the
     latency of this model means anything.
     """
-    from roverlite.compress.structured import level_widths, thinned_config
-
     widths = tuple(widths or level_widths(model))
     ratios = [1.0] * len(widths)
     ratios[level] = width / widths[level]
@@ -394,9 +394,6 @@ def _read_outside(name: str, names: set[str], config: Mapping[str, Any]) -> bool
 
 def _convert_int8(model: keras.Model) -> bytes:
     """Full-int8 TFLite (int8 I/O, builtins only) of a model with any number of inputs, at batch 1."""
-    from roverlite._tf import tf
-    from roverlite.export.tflite import check_builtin_ops
-
     shapes = [tuple(int(s) for s in t.shape) for t in model.inputs]
     specs = [tf.TensorSpec(shape, tf.float32, name=f"x{i}") for i, shape in enumerate(shapes)]
     function = tf.function(lambda *xs: model(list(xs) if len(xs) > 1 else xs[0], training=False),
@@ -421,8 +418,6 @@ def time_tflite(
     contents: Sequence[bytes], threads: int, warmup: int = 10, runs: int = 100, rounds: int = 5
 ) -> list[float]:
     """p50 ms of each TFLite model (any number of inputs), loaded together and timed in interleaved rounds."""
-    from roverlite.deploy.runtime import tflite_interpreter_class
-
     interpreter_class, _ = tflite_interpreter_class()
     rng = np.random.default_rng(0)
     interpreters = []
@@ -436,7 +431,6 @@ def time_tflite(
         for _ in range(warmup):
             interpreter.invoke()
         interpreters.append(interpreter)
-    from roverlite.deploy.latency import percentile
 
     times: list[list[float]] = [[] for _ in contents]
     per_round = max(1, runs // rounds)
@@ -450,9 +444,6 @@ def time_tflite(
 
 
 def _runtime_name() -> str:
-    from roverlite.deploy.hostinfo import runtime_version
-    from roverlite.deploy.runtime import TFLITE_BACKENDS
-
     for module_name in TFLITE_BACKENDS:
         version = runtime_version(module_name)
         if version:
@@ -461,8 +452,6 @@ def _runtime_name() -> str:
 
 
 def _machine() -> dict[str, Any]:
-    from roverlite.deploy.hostinfo import host_info
-
     return host_info()
 
 
@@ -489,14 +478,10 @@ def write_latency_table(
     """
     model = _load_source(source, input_shape, num_classes)
     if decoder in ("nearest", "shuffle"):
-        from roverlite.compress.decoder import nearest_decoder, shuffle_decoder
-
         model = nearest_decoder(model) if decoder == "nearest" else shuffle_decoder(model)
     elif decoder is not None:
         raise ValueError(f"Expected decoder null, 'nearest' or 'shuffle'. Received: {decoder!r}.")
     if resolution == 0.5:
-        from roverlite.compress.resolution import half_resolution
-
         model = half_resolution(model, stem)
     elif resolution != 1.0:
         raise ValueError(f"Expected resolution 1.0 or 0.5. Received: {resolution!r}.")
@@ -506,14 +491,10 @@ def write_latency_table(
 
 
 def _load_source(source: str | os.PathLike, input_shape: Sequence[int], num_classes: int) -> keras.Model:
-    from roverlite.train.models import create_model, list_models
-
     path = Path(source)
     if path.is_dir():
         path = path / "model.h5"
     if path.is_file():
-        from roverlite.train.modelfile import load_model_file
-
         return load_model_file(path)
     if str(source) in list_models():
         return create_model(str(source), input_shape=tuple(input_shape), num_classes=num_classes)

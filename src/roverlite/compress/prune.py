@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from roverlite._tf import keras, tf
+from roverlite.compress.finetune import fit_wrapped
 
 # isort: split
 # TFMOT only after roverlite._tf, which selects Keras 2 before TensorFlow loads.
@@ -292,7 +293,6 @@ def fine_tune_pruned(
         raise ValueError(
             f"Expected a model wrapped by roverlite.compress.prune. Received: {model.name!r} with no pruning wrappers."
         )
-    from roverlite.compress.finetune import fit_wrapped
 
     return fit_wrapped(model, train_ds, epochs, steps, loss, optimizer, validation_data,
                        [tfmot.sparsity.keras.UpdatePruningStep(), *callbacks])

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from roverlite._tf import keras, tf
+from roverlite.compress.finetune import fit_wrapped
 
 # isort: split
 # TFMOT only after roverlite._tf, which selects Keras 2 before TensorFlow loads.
@@ -156,7 +157,6 @@ def fine_tune_qat(
         raise ValueError(
             f"Expected a model from roverlite.compress.quantize_aware. Received: {model.name!r} with no quantize wrappers."
         )
-    from roverlite.compress.finetune import fit_wrapped
 
     return fit_wrapped(model, train_ds, epochs, steps, loss, optimizer, validation_data, callbacks)
 

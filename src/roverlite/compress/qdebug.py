@@ -33,7 +33,10 @@ from typing import Any
 
 import numpy as np
 
+from roverlite._tf import tf
+from roverlite.compress.qat import is_quantize_wrapped
 from roverlite.config import ConfigError
+from roverlite.export.source import batch_one_function
 
 __all__ = ["QDebugConfig", "debug_quantization", "format_table"]
 
@@ -80,8 +83,6 @@ def debug_quantization(model: Any, calibration: np.ndarray, images: int = 8, top
         or ``{"skipped": reason}`` for a QAT model; or ``{"error": message}`` when the debugger
         fails (it is a diagnostic: it never stops a recipe).
     """
-    from roverlite.compress.qat import is_quantize_wrapped
-
     if is_quantize_wrapped(model):
         return {"skipped": "QAT model: its ranges are learnt, the debugger has nothing to calibrate"}
     calibration = np.asarray(calibration, dtype=np.float32)
@@ -118,8 +119,6 @@ def format_table(table: dict[str, Any]) -> str:
 
 
 def _layer_rows(model: Any, calibration: np.ndarray, images: int) -> list[dict[str, Any]]:
-    from roverlite._tf import tf
-
     with warnings.catch_warnings():
         # The debugger runs tf.lite.Interpreter internally, which warns that it is deprecated.
         warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
@@ -134,9 +133,6 @@ def _layer_rows(model: Any, calibration: np.ndarray, images: int) -> list[dict[s
 
 
 def _calibrating_converter(model: Any, calibration: np.ndarray) -> Any:
-    from roverlite._tf import tf
-    from roverlite.export.source import batch_one_function
-
     function = batch_one_function(model)
     # A bare Module holding the variables saves much faster than the Keras model (see export.tflite).
     holder = tf.Module()

@@ -67,10 +67,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from roverlite._yaml import config_dumper, parse_yaml
 from roverlite.compress._registry import STEP_TYPES
 from roverlite.compress.gate import GateConfig
 from roverlite.compress.steps import ExportStep, Step
 from roverlite.config import ConfigError, did_you_mean, from_plain, to_plain
+from roverlite.export.formats import get_format
+from roverlite.io import atomic_write_text
 
 __all__ = ["STEP_KINDS", "STEP_TYPES", "Recipe", "Step", "load_recipe"]
 
@@ -122,14 +125,11 @@ class Recipe:
 
     def to_yaml(self, path: str | os.PathLike | None = None) -> str:
         """The recipe as YAML, every default written out; saved atomically when ``path`` is given."""
+        # PyYAML is optional ([train] extra), imported on use as in roverlite._yaml
         import yaml
-
-        from roverlite._yaml import config_dumper
 
         text = yaml.dump(self.to_dict(), Dumper=config_dumper(), sort_keys=False, default_flow_style=None)
         if path is not None:
-            from roverlite.io import atomic_write_text
-
             atomic_write_text(path, text)
         return text
 
@@ -175,9 +175,8 @@ def load_recipe(source: str | os.PathLike | Mapping[str, Any] | Recipe) -> Recip
         return source
     if isinstance(source, Mapping):
         return Recipe.from_dict(source)
+    # PyYAML is optional ([train] extra), imported on use as in roverlite._yaml
     import yaml
-
-    from roverlite._yaml import parse_yaml
 
     path = Path(source)
     if not path.is_file():
@@ -246,8 +245,6 @@ def _check_order(steps: tuple[Step, ...]) -> None:
 
 
 def _check_qat_formats(step: ExportStep, index: int) -> None:
-    from roverlite.export.formats import get_format
-
     bad = [f for f in step.formats if not (get_format(f).runtime == "litert" and get_format(f).precision == "int8")]
     if bad:
         raise ConfigError(

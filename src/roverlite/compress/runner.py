@@ -38,11 +38,24 @@ from typing import Any
 
 from roverlite.compress.gate import GateError, GateReport, gate_artifact, raise_if_failed, write_gate
 from roverlite.compress._registry import StepContext
+from roverlite.compress.finetune import FineTune
+from roverlite.compress.qdebug import debug_quantization
 from roverlite.compress.recipe import Recipe, load_recipe
 from roverlite.compress.steps import ExportStep, Step
 from roverlite.config import Config, ConfigError, ModelConfig, load_config
 from roverlite.core.documents import EVAL, RECIPE_RESULT
+from roverlite.data.loader import cap_images, load_split, normalize
+from roverlite.deploy.evaluate import evaluate_artifact
+from roverlite.export import ExportSettings, export_model
+from roverlite.export.formats import get_format
+from roverlite.export.source import check_model_fits_config
+from roverlite.export.verify import check_image_count, choose_check_images
 from roverlite.io import ensure_writable_dir, sha256_file, write_document
+from roverlite.train.crossval import fold_hint
+from roverlite.train.evaluate import load_keras_model
+from roverlite.train.macs import count_macs
+from roverlite.train.modelfile import save_model_file
+from roverlite.train.setup import seed_everything
 
 __all__ = ["RecipeResult", "StepResult", "run_recipe"]
 
@@ -188,7 +201,6 @@ def run_recipe(
     out_dir = Path(out_dir)
     model_file, cfg = _resolve_source(model_or_run_dir, cfg)
     _preflight(recipe, cfg, out_dir)
-    from roverlite.train.setup import seed_everything
 
     seed_everything(cfg.train.seed)
     model = _load_model(model_or_run_dir, model_file, cfg)
@@ -235,8 +247,6 @@ class _Run:
     """Data, teacher reference and results of one recipe run; writes the output folder."""
 
     def __init__(self, recipe: Recipe, cfg: Config, out_dir: Path, progress: bool) -> None:
-        from roverlite.data.loader import cap_images, load_split
-
         self.recipe, self.cfg, self.out, self.progress = recipe, cfg, out_dir, progress
         self.train = load_split(cfg.data, "train", progress=progress)
         self.val = load_split(cap_images(cfg.data, recipe.gate.max_images), "val", progress=progress)
@@ -250,17 +260,11 @@ class _Run:
     @property
     def fine_tune(self) -> Any:
         if self._fine_tune is None:
-            from roverlite.compress.finetune import FineTune
-
             self._fine_tune = FineTune(self.cfg, self.train.images, self.train.masks, self.progress)
         return self._fine_tune
 
     def start(self, model: Any, model_file: Path | None) -> _State:
         """Export and score the teacher: the reference every gate compares with."""
-        from roverlite.deploy.evaluate import evaluate_artifact
-        from roverlite.export import ExportSettings, export_model
-        from roverlite.train.modelfile import save_model_file
-
         folder = self.out / "0_teacher"
         if model_file is None:  # an in-memory teacher gets a file, so sidecars can name its hash
             model_file = save_model_file(model, folder / "model.h5")
@@ -324,8 +328,6 @@ class _Run:
 
     def _save(self, step: Step, model: Any, state: _State, folder: Path, details: Mapping[str, Any]) -> _State:
         """Save the step's model: weights only once QAT-wrapped, else HDF5 with the config that rebuilds it."""
-        from roverlite.train.modelfile import save_model_file
-
         if step.quantizes:
             weights = _save_weights(model, folder / "model.weights.h5")
             source = {
@@ -339,10 +341,6 @@ class _Run:
         return _State(model, path, model_cfg, _cost(model), _file_source(path))
 
     def _export(self, state: _State, settings: ExportStep, folder: Path, index: int, kind: str) -> list[Any]:
-        from roverlite.export import ExportSettings, export_model
-
-        from roverlite.export.verify import check_image_count, choose_check_images
-
         data = self.cfg.data
         available = len(self.val.images)
         count = check_image_count(available, settings.check_images, data.image_size[0] * data.image_size[1] * data.num_classes)
@@ -356,8 +354,6 @@ class _Run:
         ))
 
     def _gate(self, exported: Any, state: _State, settings: ExportStep, step: str) -> GateReport:
-        from roverlite.export.formats import get_format
-
         gate = self.recipe.gate
         report = gate_artifact(exported.path, self.val.images, self.val.masks, self.teacher, gate, step)
         if not exported.passed:
@@ -368,9 +364,6 @@ class _Run:
             )
         fmt = get_format(exported.format)
         if gate.qdebug.enabled and fmt.runtime == "litert" and fmt.precision == "int8":
-            from roverlite.compress.qdebug import debug_quantization
-            from roverlite.data.loader import normalize
-
             data = self.cfg.data
             calibration = normalize(self.train.images[: settings.representative_count], data.mean, data.std)
             table = debug_quantization(state.model, calibration, gate.qdebug.images, gate.qdebug.top_k)
@@ -408,8 +401,6 @@ def _resolve_source(model_or_run_dir: Any, cfg: Config | None) -> tuple[Path | N
     path = Path(model_or_run_dir)
     file = path / "model.h5" if path.is_dir() else path
     if not file.is_file():
-        from roverlite.train.crossval import fold_hint
-
         raise FileNotFoundError(
             f"Model not found. Expected a run folder with model.h5 or a model.h5 file. Received: {str(path)!r}."
             + fold_hint(path)
@@ -440,9 +431,6 @@ def _preflight(recipe: Recipe, cfg: Config, out_dir: Path) -> None:
 
 
 def _load_model(model_or_run_dir: Any, model_file: Path | None, cfg: Config) -> Any:
-    from roverlite.export.source import check_model_fits_config
-    from roverlite.train.evaluate import load_keras_model
-
     model = model_or_run_dir if model_file is None else load_keras_model(model_file)
     check_model_fits_config(model, cfg.data)
     return model
@@ -452,8 +440,6 @@ def _load_model(model_or_run_dir: Any, model_file: Path | None, cfg: Config) -> 
 
 
 def _cost(model: Any) -> dict[str, int]:
-    from roverlite.train.macs import count_macs
-
     cost = count_macs(model)
     return {"macs": int(cost.macs), "params": int(cost.params)}
 

@@ -32,7 +32,11 @@ from typing import Any
 import numpy as np
 
 from roverlite.config import DataConfig, did_you_mean
-from roverlite.train.models import STUDENT_LADDER, list_models
+from roverlite.deploy.bench import BenchResult, bench_many, write_bench_json
+from roverlite.export import ExportSettings, export_model
+from roverlite.export.verify import Tolerances
+from roverlite.train.macs import count_macs
+from roverlite.train.models import STUDENT_LADDER, create_model, list_models
 
 __all__ = [
     "TARGETS",
@@ -243,8 +247,6 @@ def _latency(value: Any, where: str) -> float:
 
 
 def _bench_table(rows: Any, path: Path) -> dict[str, float]:
-    from roverlite.deploy.bench import BenchResult
-
     if not isinstance(rows, list):
         raise ValueError(  # noqa: TRY004 - the CLI shows ValueErrors as one-line usage errors
             f"Expected a 'results' list in {str(path)!r}. Received: {type(rows).__name__}.")
@@ -289,10 +291,6 @@ def export_untrained(
     calibrate on seeded noise. Returns one dict per artifact: ``model``, ``format``, ``artifact``,
     ``params``, ``macs``, ``size_bytes``, ``self_check_passed``.
     """
-    from roverlite.export import ExportSettings, export_model
-    from roverlite.train.macs import count_macs
-    from roverlite.train.models import create_model
-
     shape = (*data_cfg.image_size, data_cfg.channels)
     calibration = np.random.default_rng(0).integers(0, 256, (calibration_count, *shape), dtype=np.uint8)
     exported = []
@@ -324,9 +322,6 @@ def measure_ladder(
     Raises:
         ValueError: a student that could not be benchmarked (its error in the message).
     """
-    from roverlite.deploy.bench import bench_many
-    from roverlite.export.verify import Tolerances
-
     # Untrained int8 models miss any accuracy check; only their speed matters here.
     loose = Tolerances(min_argmax_agreement=0.0, max_miou_drop=1.0, max_class_iou_drop=1.0)
     with tempfile.TemporaryDirectory(prefix="student_search_") as tmp:
@@ -375,8 +370,6 @@ def search_student(
     if spec.table is not None:
         latencies, source = read_latency_table(spec.table), spec.table
     else:
-        from roverlite.deploy.bench import write_bench_json
-
         logger.info("student search: timing %s in int8 at %s on this machine", list(ladder), data_cfg.image_size)
         latencies, rows = measure_ladder(data_cfg, ladder, threads=threads, runs=runs)
         threads = rows[0].threads

@@ -327,6 +327,7 @@ def progress_bar(total: int, enabled: bool, label: str) -> Any:
     """A tqdm bar with ``update``/``close`` (it stays hidden for loops under half a second), or a no-op."""
     if not enabled:
         return _NoBar()
+    # tqdm is optional ([train] extra): a numpy-only install loads data without bars
     from tqdm import tqdm
 
     return tqdm(total=total, desc=label, unit="img", delay=0.5)

@@ -24,6 +24,7 @@ from typing import Any
 
 from roverlite.deploy.hostinfo import host_info, peak_rss_mb
 from roverlite.deploy.latency import LatencyStats
+from roverlite.io import atomic_write_json
 
 __all__ = [
     "BENCH_SCHEMA_VERSION",
@@ -240,8 +241,6 @@ def bench_report(results: Sequence[BenchResult], command: str | None = None) -> 
 
 def write_bench_json(results: Sequence[BenchResult], path: str | os.PathLike, command: str | None = None) -> Path:
     """Write :func:`bench_report` to ``path`` atomically."""
-    from roverlite.io import atomic_write_json
-
     return atomic_write_json(path, bench_report(results, command))
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from roverlite.deploy.bench_result import BenchResult, utc_timestamp
+from roverlite.deploy.evaluate import evaluate_artifact, load_testpack
 from roverlite.deploy.hostinfo import (
     current_rss_mb,
     host_info,
@@ -28,6 +29,9 @@ from roverlite.deploy.hostinfo import (
     usable_cpus,
 )
 from roverlite.deploy.latency import LatencyStats, latency_stats
+from roverlite.deploy.profile import profile_onnx, profile_tflite
+from roverlite.deploy.runtime import load_runner
+from roverlite.deploy.segmenter import Segmenter
 from roverlite.deploy.sidecar import sidecar_path
 
 __all__ = ["MAX_TIMED_RUNS", "BenchSession", "BenchSettings", "bench_settings"]
@@ -96,9 +100,6 @@ class BenchSession:
     """One loaded model and its measurements; the steps of a benchmark, callable in rounds."""
 
     def __init__(self, path: Path, runtime: str, settings: BenchSettings) -> None:
-        from roverlite.deploy.runtime import load_runner
-        from roverlite.deploy.segmenter import Segmenter
-
         self.path, self.runtime, self.settings = path, runtime, settings
         self.host = host_info()
         self.timestamp = utc_timestamp()
@@ -238,8 +239,6 @@ class BenchSession:
         return latency_stats(times)
 
     def _accuracy(self) -> dict[str, Any]:
-        from roverlite.deploy.evaluate import evaluate_artifact, load_testpack
-
         pack = load_testpack(self.settings.testpack)
         result = evaluate_artifact(self.segmenter, pack.images, pack.masks)  # the timed runner
         return {
@@ -254,8 +253,6 @@ class BenchSession:
         }
 
     def _profile(self, p50_ms: float) -> dict[str, Any]:
-        from roverlite.deploy.profile import profile_onnx, profile_tflite
-
         content = self.path.read_bytes()
         runs = min(self.settings.runs, _PROFILE_RUNS)
         if self.runtime == "litert":

@@ -37,7 +37,9 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from roverlite.deploy.evaluate import save_testpack
 from roverlite.deploy.sidecar import load_verified, sidecar_path
+from roverlite.io import atomic_write, sha256_file
 
 __all__ = [
     "BUNDLE_SCHEMA_VERSION", "DEVICE_REQUIREMENTS", "MAX_BUNDLE_BYTES", "MAX_BUNDLE_MEMBERS", "make_bundle", "unpack_bundle",
@@ -87,8 +89,6 @@ def make_bundle(
         FileExistsError: ``out`` exists (a non-empty folder or any file).
         ValueError: artifact refused by its sidecar, or an inconsistent test pack.
     """
-    from roverlite.deploy.evaluate import save_testpack
-
     artifact, out = Path(artifact), Path(out)
     sidecar, content = load_verified(artifact)
     is_archive = out.name.lower().endswith(_ARCHIVE_SUFFIXES)
@@ -145,8 +145,6 @@ def _copy_deploy_package(staging: Path) -> None:
 
 
 def _write_manifest(staging: Path, artifact_name: str, fmt: str, runtime: str) -> None:
-    from roverlite.io import sha256_file
-
     files = {
         path.relative_to(staging).as_posix(): sha256_file(path)
         for path in sorted(staging.rglob("*"))
@@ -165,8 +163,6 @@ def _write_manifest(staging: Path, artifact_name: str, fmt: str, runtime: str) -
 
 
 def _write_archive(staging: Path, out: Path) -> None:
-    from roverlite.io import atomic_write
-
     def normalise(info: tarfile.TarInfo) -> tarfile.TarInfo:
         info.uid = info.gid = 0
         info.uname = info.gname = ""

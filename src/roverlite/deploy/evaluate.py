@@ -24,6 +24,7 @@ import numpy as np
 
 from roverlite.deploy.segmenter import Segmenter
 from roverlite.core.metrics import StreamingConfusion
+from roverlite.io import atomic_write
 
 __all__ = [
     "TestPack", "describe_ood", "evaluate_artifact", "evaluate_testpack", "load_testpack", "ood_summary", "save_testpack",
@@ -237,8 +238,6 @@ def save_testpack(
     path: str | os.PathLike, images: np.ndarray, masks: np.ndarray, ids: Sequence[str] | None = None
 ) -> Path:
     """Write a test pack ``.npz`` atomically (compressed; strings stored as a unicode array)."""
-    from roverlite.io import atomic_write
-
     ids = [str(i) for i in range(len(images))] if ids is None else [str(i) for i in ids]
     pack = TestPack(images=np.asarray(images), masks=np.asarray(masks), ids=tuple(ids))
     return atomic_write(

@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from roverlite.deploy.runtime import load_runner
+
 __all__ = ["PeakResult", "blas_gmacs", "litert_gmacs"]
 
 _BLAS_CODE = """
@@ -116,8 +118,6 @@ def blas_gmacs(n: int, repeats: int, threads: int) -> float:
 
 def litert_gmacs(content: bytes, macs: int, repeats: int, threads: int, name: str) -> float:
     """GMAC/s of the best of ``repeats`` runs of the ``.tflite`` ``content`` (``macs`` per run) on LiteRT."""
-    from roverlite.deploy.runtime import load_runner
-
     runner = load_runner(Path(f"peak_conv_{name}.tflite"), threads=threads, content=content)
     info = runner.input
     x = np.random.default_rng(0).standard_normal(info.shape).astype(np.float32)

@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from roverlite.deploy.runtime import tflite_interpreter_class
+
 __all__ = ["delegated_nodes", "op_macs", "profile_onnx", "profile_tflite"]
 
 logger = logging.getLogger(__name__)
@@ -58,8 +60,6 @@ def profile_tflite(
         "delegated", "macs", "mac_share"}], "estimated_macs", "no_delegate_p50_ms",
         "delegate_speedup", "notes"}``; ``ops`` sorted by MACs, then node count.
     """
-    from roverlite.deploy.runtime import tflite_interpreter_class
-
     interpreter_class, backend = tflite_interpreter_class()
     notes = ["per-op times are not exposed by the LiteRT Python API; mac_share is estimated from tensor shapes"]
     delegated = _new_interpreter(interpreter_class, content, threads, delegates=True)

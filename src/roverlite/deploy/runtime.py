@@ -159,6 +159,7 @@ def check_threads(threads: Any) -> int:
     Raises:
         ValueError: naming the limit and the value.
     """
+    # hostinfo imports importlib.metadata and platform: importing the runtime (every Segmenter) does not
     from roverlite.deploy.hostinfo import usable_cpus
 
     cores = usable_cpus()

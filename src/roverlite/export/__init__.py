@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from roverlite.config import DataConfig
+from roverlite.data.loader import normalize
 from roverlite.deploy.runtime import load_runner
 from roverlite.deploy.sidecar import matching_pending_sidecar, pending_sidecar_path, sidecar_path
 from roverlite.export.formats import FORMATS, ExportFormat, get_format, list_formats
@@ -253,12 +254,11 @@ def _check_set(
 
 
 def _normalised(images: np.ndarray, data_cfg: DataConfig) -> np.ndarray:
-    from roverlite.data.loader import normalize
-
     return normalize(images, data_cfg.mean, data_cfg.std)
 
 
 def _count_cost(model: Any) -> dict[str, int] | None:
+    # imports TensorFlow: roverlite.export stays TF-free until a conversion runs
     from roverlite.train.macs import count_macs
 
     try:

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from roverlite.core.preprocessing import Preprocessing
+from roverlite.deploy.segmenter import Segmenter
 from roverlite.export.micro_probe import check_inputs, probe_micro, probe_outputs
 
 __all__ = [
@@ -207,8 +208,6 @@ def make_test_image(artifact: str | os.PathLike, image: np.ndarray, image_id: st
     Raises:
         ValueError: the artifact is refused by its sidecar, or the image is not an image.
     """
-    from roverlite.deploy.segmenter import Segmenter
-
     segmenter = Segmenter(artifact)
     inputs, ids = check_inputs(segmenter, np.asarray(image)[None], [image_id])
     content = Path(artifact).read_bytes()

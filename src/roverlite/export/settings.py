@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from roverlite.config import DataConfig
+from roverlite.data.loader import cap_images, load_split
 from roverlite.export.formats import ExportFormat, get_format, list_formats
 from roverlite.export.micro_probe import DEFAULT_ARENA_MARGIN
 from roverlite.export.verify import DEFAULT_CHECK_IMAGES, Tolerances, check_image_count, choose_check_images
@@ -131,8 +132,6 @@ class ExportSettings:
         Raises:
             ValueError: an impossible setting (checked before loading any data), bad data.
         """
-        from roverlite.data.loader import cap_images, load_split
-
         base = cls(formats, out_dir, data_cfg, **settings)  # validates before any data is read
         calibration = None
         if any(f.needs_calibration for f in base.export_formats):

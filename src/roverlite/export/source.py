@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 
 from roverlite.config import DataConfig
+from roverlite.io import sha256_file
+from roverlite.train.evaluate import load_keras_model
 
 __all__ = [
     "batch_one_function",
@@ -41,8 +43,6 @@ def load_source_model(path: str | os.PathLike) -> Any:
         FileNotFoundError: no model file.
         ValueError: not a Keras model file, or one with layers that would execute stored code.
     """
-    from roverlite.train.evaluate import load_keras_model
-
     return load_keras_model(path)
 
 
@@ -140,8 +140,6 @@ def check_calibration(calibration: Any, hwc: tuple[int, int, int], what: str = "
 
 def model_file_sha256(path: str | os.PathLike) -> tuple[str, str]:
     """``(resolved model file path, sha256)`` of a model path or run folder."""
-    from roverlite.io import sha256_file
-
     path = Path(path)
     file = path / "model.h5" if path.is_dir() else path
     return str(file.resolve()), sha256_file(file)

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from roverlite.deploy.runtime import tflite_interpreter_class
 from roverlite.export.source import (
     batch_one_function,
     check_calibration,
@@ -150,8 +151,6 @@ def _representative(calibration: np.ndarray) -> Iterator[list[np.ndarray]]:
 
 def tflite_ops(content: bytes) -> list[TFLiteOp]:
     """The operators of a TFLite model in execution order, read with the device interpreter."""
-    from roverlite.deploy.runtime import tflite_interpreter_class
-
     interpreter_class, _ = tflite_interpreter_class()
     interpreter = interpreter_class(model_content=content)
     # _get_ops_details is private but is the only op listing both LiteRT and tf.lite expose.

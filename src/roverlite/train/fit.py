@@ -129,6 +129,7 @@ def _write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
 
 
 def _current_learning_rate(optimizer) -> float:
+    # imports TensorFlow: roverlite.train, training and the pipeline import without it
     from roverlite._tf import keras
 
     lr = optimizer.learning_rate
@@ -140,6 +141,7 @@ def _current_learning_rate(optimizer) -> float:
 
 def _build(cfg: Config, steps_per_epoch: int, class_weights: np.ndarray):
     """The run's model, compiled with the shared training set-up (:mod:`roverlite.train.setup`)."""
+    # imports TensorFlow: roverlite.train, training and the pipeline import without it
     from roverlite.train.models import create_model
     from roverlite.train.setup import compile_for_training, train_loss, train_optimizer
 
@@ -167,6 +169,7 @@ def train(
         >>> result = train(load_config("configs/mars.yaml"), "runs/mars-teacher")
         >>> result.best_miou
     """
+    # imports TensorFlow: roverlite.train, training and the pipeline import without it
     from roverlite.train.checkpoint import TrainState, find_checkpoint, load_checkpoint, save_checkpoint
     from roverlite.train.distribute import select_precision, select_strategy, worker_role
     from roverlite.train.modelfile import save_model_file
@@ -216,6 +219,7 @@ def train(
     elif resume:
         log.warning("no complete checkpoint in %s: starting from epoch 0", ckpt_dir)
 
+    # imports TensorFlow: roverlite.train, training and the pipeline import without it
     from roverlite.train.progress import EpochProgress
 
     model_path = work_dir / "model.h5"
@@ -289,6 +293,7 @@ def _weight_ema(cfg: Config, model, strategy):
             "train.ema_decay averages the weights of one replica. Expected train.strategy none (or auto on "
             f"one device). Received: {strategy.num_replicas_in_sync} replicas with strategy {cfg.train.strategy!r}."
         )
+    # imports TensorFlow: roverlite.train, training and the pipeline import without it
     from roverlite.train.ema import WeightEMA
 
     return WeightEMA(model, cfg.train.ema_decay)
@@ -297,6 +302,7 @@ def _weight_ema(cfg: Config, model, strategy):
 def _finish_run(
     run_dir, cfg, state, val_arrays, model_path, images_seen, fit_seconds
 ) -> tuple[dict[str, Any], RunPreview]:
+    # imports TensorFlow: roverlite.train, training and the pipeline import without it
     from roverlite.train.macs import count_macs
     from roverlite.train.modelfile import load_model_file
 

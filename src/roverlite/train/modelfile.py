@@ -8,6 +8,8 @@ import tempfile
 import warnings
 from pathlib import Path
 
+import h5py
+
 from roverlite._tf import keras
 from roverlite.train import blocks  # noqa: F401  registers roverlite's custom layers for loading
 
@@ -36,8 +38,6 @@ def save_model_file(model, path: str | Path) -> Path:
 
 
 def _code_layers_in(path: Path) -> list[str]:
-    import h5py
-
     with h5py.File(path, "r") as fh:
         raw = fh.attrs.get("model_config")
     if raw is None:

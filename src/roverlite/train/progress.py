@@ -17,6 +17,7 @@ class EpochProgress(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         if self.enabled:
+            # tqdm (optional, [train] extra) only when a bar is shown
             from tqdm.auto import tqdm
 
             total = self.params.get("steps") if self.params else None

@@ -22,6 +22,7 @@ import numpy as np
 
 from roverlite._tf import keras
 from roverlite.config import Config
+from roverlite.data.pipeline import make_dataset
 from roverlite.train import losses
 from roverlite.train.optim import build_optimizer, jit_compile_for
 
@@ -56,8 +57,6 @@ def batch_seed(seed: int, epoch: int = 0, stream: int = 0) -> int:
 
 def train_batches(images: np.ndarray, masks: np.ndarray, cfg: Config, seed: int) -> Any:
     """The shuffled, augmented, oversampled train batches of ``cfg`` (one epoch; ``.repeat()`` for more)."""
-    from roverlite.data.pipeline import make_dataset
-
     return make_dataset(images, masks, cfg.data, cfg.augment, training=True, batch_size=cfg.train.batch_size, seed=seed)
 
 

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 from roverlite.compress._registry import StepBase, StepContext, check_count, register_step
 from roverlite.config import ConfigError
+from roverlite.export.formats import get_format
 
 __all__ = ["ExportStep"]
 
@@ -30,8 +31,6 @@ class ExportStep(StepBase):
     check_images: int = 512
 
     def __post_init__(self) -> None:
-        from roverlite.export.formats import get_format
-
         object.__setattr__(self, "formats", (self.formats,) if isinstance(self.formats, str) else tuple(self.formats))
         if not self.formats:
             raise ConfigError("export.formats is empty. Expected at least one format, e.g. [tflite_int8].")

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 from roverlite.compress._registry import StepContext, TrainingStep, check_count, register_step
 from roverlite.compress.steps.distill import soft_term_settings
 from roverlite.config import ConfigError, ModelConfig, did_you_mean
+from roverlite.deploy.hostinfo import usable_cpus
 
 __all__ = ["DECODERS", "LATENCY_TABLE_GRANULARITY", "STEMS", "StructuredStep"]
 
@@ -232,7 +233,6 @@ class StructuredStep(TrainingStep):
     def _table_here(self, shipped: Any, ctx: StepContext) -> tuple[Any, str]:
         """Measure the table on this machine, or reuse the run folder's cached one when it fits."""
         from roverlite.compress.latency_table import check_table_fits, load_latency_table, measure_latency_table
-        from roverlite.deploy.hostinfo import usable_cpus
 
         granularity = self.granularity if self.granularity > 1 else LATENCY_TABLE_GRANULARITY
         threads = (self.threads,) if self.threads else tuple(t for t in (1, 2) if t <= usable_cpus())

@@ -21,6 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import roverlite.deploy
+from roverlite.deploy import Segmenter
 from roverlite.deploy.edgeloop.frames import open_source
 from roverlite.deploy.edgeloop.loop import LoopOptions, StopFlag, install_signal_handlers, run_loop
 from roverlite.deploy.edgeloop.publish import DEFAULT_KEEP_MASKS, make_publishers
@@ -121,8 +123,6 @@ def run(
 ) -> int:
     """Load the model, open the source and publishers, run the loop, print and write the summary."""
     artifact = artifact_path(args)
-    import roverlite.deploy
-    from roverlite.deploy import Segmenter
 
     segmenter = make_segmenter(Segmenter, artifact)
     s = segmenter.sidecar

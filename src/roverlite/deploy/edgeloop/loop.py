@@ -40,6 +40,7 @@ from roverlite.deploy.edgeloop.frames import Frame, FrameSource
 from roverlite.deploy.edgeloop.png import write_png
 from roverlite.deploy.edgeloop.publish import Publisher
 from roverlite.deploy.edgeloop.stats import LatencyStats, RateMeter
+from roverlite.deploy.resize import resize_nearest, rgb_to_gray
 
 __all__ = ["LoopOptions", "StopFlag", "install_signal_handlers", "run_loop"]
 
@@ -171,8 +172,6 @@ def run_loop(
     ``segmenter`` is a ``roverlite.deploy.Segmenter``; ``monitor`` anything with ``poll()``,
     ``status()`` and ``summary()`` (see :mod:`roverlite.deploy.edgeloop.thermal`).
     """
-    from roverlite.deploy.resize import resize_nearest, rgb_to_gray
-
     stop = stop if stop is not None else StopFlag()
     stats, rate = LatencyStats(), RateMeter()
     gray_model = segmenter.channels == 1
