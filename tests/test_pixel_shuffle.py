@@ -204,3 +204,12 @@ def test_a_latency_table_tells_the_shuffle_architecture_from_the_pool_one():
     assert architecture_of(_fast(model)) == {"decoder": "shuffle", "resolution": 0.5, "stem": "shuffle"}
     assert architecture_of(half_resolution(nearest_decoder(model))) == {"decoder": "nearest", "resolution": 0.5}
     assert architecture_of(shuffle_decoder(model)) == {"decoder": "shuffle", "resolution": 1.0}
+
+
+def test_swap_decoder_names_the_two_swaps_and_refuses_others():
+    from roverlite.compress.decoder import swap_decoder
+
+    np.testing.assert_array_equal(swap_decoder(_model(), "shuffle")(_images(), training=False).numpy(),
+                                  shuffle_decoder(_model())(_images(), training=False).numpy())
+    with pytest.raises(ValueError, match='Did you mean "shuffle"'):
+        swap_decoder(_model(), "shufle")

@@ -27,13 +27,16 @@ from typing import Any
 import numpy as np
 
 from roverlite._tf import keras
+from roverlite.config import did_you_mean
 from roverlite.train.blocks import DepthToSpace
 
-__all__ = ["NEAREST_DECODER_OVERRIDES", "SHUFFLE_DECODER_OVERRIDES", "nearest_decoder", "shuffle_decoder"]
+__all__ = ["NEAREST_DECODER_OVERRIDES", "SHUFFLE_DECODER_OVERRIDES", "SWAPS", "nearest_decoder", "shuffle_decoder",
+           "swap_decoder"]
 
 logger = logging.getLogger(__name__)
 
-# build_unet arguments that build the architecture nearest_decoder makes.
+# The decoders a transposed-conv U-Net can be swapped to; build_unet(decoder=<swap>) builds the result.
+SWAPS = ("nearest", "shuffle")
 NEAREST_DECODER_OVERRIDES = {"decoder": "nearest"}
 SHUFFLE_DECODER_OVERRIDES = {"decoder": "shuffle"}
 _SUFFIX = "_tconv"
@@ -46,7 +49,7 @@ def nearest_decoder(model: keras.Model) -> keras.Model:
         ValueError: the model has no ``*_tconv`` layer (it already uses another decoder), or one
             that is not a 2x2 stride-2 ``Conv2DTranspose``.
     """
-    return _swap(model, "nearest")
+    return swap_decoder(model, "nearest")
 
 
 def shuffle_decoder(model: keras.Model) -> keras.Model:
@@ -59,10 +62,17 @@ def shuffle_decoder(model: keras.Model) -> keras.Model:
     Raises:
         ValueError: as :func:`nearest_decoder`.
     """
-    return _swap(model, "shuffle")
+    return swap_decoder(model, "shuffle")
 
 
-def _swap(model: keras.Model, mode: str) -> keras.Model:
+def swap_decoder(model: keras.Model, mode: str) -> keras.Model:
+    """:func:`nearest_decoder` or :func:`shuffle_decoder` by name (``mode`` in :data:`SWAPS`).
+
+    Raises:
+        ValueError: an unknown ``mode``, or as :func:`nearest_decoder`.
+    """
+    if mode not in SWAPS:
+        raise ValueError(f"Expected a decoder in {SWAPS}. Received: {mode!r}." + did_you_mean(str(mode), SWAPS))
     config = copy.deepcopy(model.get_config())
     tconvs = [layer for layer in model.layers if layer.name.endswith(_SUFFIX)]
     if not tconvs:

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from roverlite._tf import keras, tf
-from roverlite.compress.decoder import nearest_decoder, shuffle_decoder
+from roverlite.compress.decoder import swap_decoder
 from roverlite.compress.resolution import half_resolution
 from roverlite.compress.structured import level_widths, thinned_config
 from roverlite.deploy.hostinfo import host_info, runtime_version
@@ -477,10 +477,8 @@ def write_latency_table(
     to registered names only.
     """
     model = _load_source(source, input_shape, num_classes)
-    if decoder in ("nearest", "shuffle"):
-        model = nearest_decoder(model) if decoder == "nearest" else shuffle_decoder(model)
-    elif decoder is not None:
-        raise ValueError(f"Expected decoder null, 'nearest' or 'shuffle'. Received: {decoder!r}.")
+    if decoder is not None:
+        model = swap_decoder(model, decoder)
     if resolution == 0.5:
         model = half_resolution(model, stem)
     elif resolution != 1.0:

@@ -45,8 +45,6 @@ __all__ = ["HALF_RESOLUTION_OVERRIDES", "STEMS", "half_resolution", "half_resolu
 
 logger = logging.getLogger(__name__)
 
-# build_unet arguments that build the architecture half_resolution makes.
-HALF_RESOLUTION_OVERRIDES = {"stem_stride": 2, "stem": "pool"}
 STEMS = ("pool", "shuffle")
 _STEM = {"pool": "stem_pool", "shuffle": "stem_shuffle"}
 _UP = {"pool": "logits_nearest", "shuffle": "logits_shuffle"}
@@ -155,6 +153,10 @@ def _reads(layer: dict[str, Any], source: str) -> bool:
 def half_resolution_overrides(stem: str = "pool") -> dict[str, Any]:
     """``build_unet`` arguments that build what :func:`half_resolution` makes with ``stem``."""
     return {"stem_stride": 2, "stem": stem}
+
+
+# build_unet arguments that build the architecture half_resolution makes with its default stem.
+HALF_RESOLUTION_OVERRIDES = half_resolution_overrides("pool")
 
 
 def _check_size(model: keras.Model) -> None:

@@ -44,7 +44,8 @@ from roverlite.compress.recipe import Recipe, load_recipe
 from roverlite.compress.steps import ExportStep, Step
 from roverlite.config import Config, ConfigError, ModelConfig, load_config
 from roverlite.core.documents import EVAL, RECIPE_RESULT
-from roverlite.data.loader import cap_images, load_split, normalize
+from roverlite.core.preprocessing import normalize
+from roverlite.data.loader import cap_images, load_split
 from roverlite.deploy.evaluate import evaluate_artifact
 from roverlite.export import ExportSettings, export_model
 from roverlite.export.formats import get_format

@@ -375,14 +375,18 @@ def _choose_filters(graph: _Graph, root: int, ratios: Sequence[float], criterion
 def level_widths(model: keras.Model) -> tuple[int, ...]:
     """Filters per U-Net level (``depth + 1`` values, bottleneck last), as ``StructuredReport.widths_before``."""
     graph = _Graph(model)
-    return tuple(_level_width(graph, level) for level in range(graph.depth + 1))
+    return tuple(
+        max(graph.group_size[graph.conv_group[conv]] for conv in _width_convs(graph, level))
+        for level in range(graph.depth + 1)
+    )
 
 
-def _level_width(graph: _Graph, level: int) -> int:
-    """The widest prunable group of ``level`` (a shuffle decoder's fixed 4x up-sampling conv is not a width)."""
-    groups = [g for conv, g in graph.conv_group.items() if graph.level_of(conv) == level]
-    free = [g for g in groups if not graph.root_fixed(graph.find(g))]
-    return max(graph.group_size[g] for g in free or groups)
+def _width_convs(graph: _Graph, level: int) -> list[str]:
+    """The convs whose filters are ``level``'s width: its prunable ones (a shuffle decoder's fixed 4x
+    up-sampling conv is not a width), or all of them when none is prunable."""
+    convs = [conv for conv in graph.conv_group if graph.level_of(conv) == level]
+    free = [conv for conv in convs if not graph.root_fixed(graph.find(graph.conv_group[conv]))]
+    return free or convs
 
 
 def level_scores(model: keras.Model, criterion: str = "l1") -> tuple[tuple[np.ndarray, ...], ...]:
@@ -484,10 +488,9 @@ def _report(model, thin, graph, kept, ratios, criterion) -> StructuredReport:
     }
     widths_before, widths_after = [], []
     for level in range(graph.depth + 1):
-        at_level = [conv for conv in filters if graph.level_of(conv) == level]
-        free = [conv for conv in at_level if not graph.root_fixed(graph.find(graph.conv_group[conv]))]
-        widths_before.append(max(filters[conv][0] for conv in free or at_level))
-        widths_after.append(max(filters[conv][1] for conv in free or at_level))
+        convs = _width_convs(graph, level)
+        widths_before.append(max(filters[conv][0] for conv in convs))
+        widths_after.append(max(filters[conv][1] for conv in convs))
     return StructuredReport(
         criterion=criterion,
         keep_ratios=tuple(ratios),

@@ -39,7 +39,8 @@ import numpy as np
 
 from roverlite.config import DataConfig
 from roverlite.data.formats import FolderSource, NpzSource, open_source
-from roverlite.data.loader import allowed_ids, channel_problem, progress_bar
+from roverlite.core.preprocessing import channel_problem
+from roverlite.data.loader import allowed_ids, progress_bar
 from roverlite.data.source import DataSource
 from roverlite.data.splits import dominant_from_counts
 from roverlite.io import atomic_write_json

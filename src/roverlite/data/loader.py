@@ -27,7 +27,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from roverlite.config import DataConfig
-# Re-exported: the audit and the tests read the input rules from here.
+# Re-exported for the tests and older callers; the package imports these from roverlite.core.preprocessing.
 from roverlite.core.preprocessing import GRAY_TOLERANCE, channel_problem, channel_spread, normalize
 from roverlite.data.formats import open_source
 from roverlite.data.source import DataError, DataSource

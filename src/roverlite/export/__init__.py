@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from roverlite.config import DataConfig
-from roverlite.data.loader import normalize
+from roverlite.core.preprocessing import normalize
 from roverlite.deploy.runtime import load_runner
 from roverlite.deploy.sidecar import matching_pending_sidecar, pending_sidecar_path, sidecar_path
 from roverlite.export.formats import FORMATS, ExportFormat, get_format, list_formats

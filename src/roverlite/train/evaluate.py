@@ -11,7 +11,8 @@ import numpy as np
 
 from roverlite.config import Config, DataConfig
 from roverlite.core.metrics import StreamingConfusion
-from roverlite.data.loader import load_split, normalize
+from roverlite.core.preprocessing import normalize
+from roverlite.data.loader import load_split
 from roverlite.train.runfolder import fold_hint
 
 log = logging.getLogger(__name__)

@@ -33,10 +33,11 @@ PresetFn = Callable[[], dict[str, Any]]
 
 _MODELS: dict[str, PresetFn] = {}
 
+STEMS = ("conv", "pool", "shuffle")  # build_unet(stem=...), used with stem_stride=2
+
 # The distillation students, largest first: the latency-budget search
 # (roverlite.compress.search) takes the first one fast enough. unet_micro is left out: it is the
 # MCU model (a different decoder and depth), not a rung of this size ladder.
-STEMS = ("conv", "pool", "shuffle")  # build_unet(stem=...), used with stem_stride=2
 STUDENT_LADDER: tuple[str, ...] = ("unet_s", "unet_xs", "unet_xxs", "unet_nano")
 
 # Widths double per level up to 16x the base: deeper levels work at 1/256 of the pixels or

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from roverlite.compress._registry import StepContext, TrainingStep, check_count, register_step
+from roverlite.compress.decoder import SWAPS
+from roverlite.compress.resolution import STEMS
 from roverlite.compress.steps.distill import soft_term_settings
 from roverlite.config import ConfigError, ModelConfig, did_you_mean
 from roverlite.deploy.hostinfo import usable_cpus
@@ -22,9 +24,8 @@ __all__ = ["DECODERS", "LATENCY_TABLE_GRANULARITY", "STEMS", "StructuredStep"]
 
 logger = logging.getLogger(__name__)
 
-# structured.decoder / structured.stem values (compress.decoder and compress.resolution implement them).
-DECODERS = ("nearest", "shuffle")
-STEMS = ("pool", "shuffle")
+# structured.decoder / structured.stem values, named by the modules that implement them.
+DECODERS = SWAPS
 # Width step of a latency table measured for a `structured` step with granularity 1 (every width
 # would be hundreds of level models for unet_s; int8 SIMD kernels want multiples of 8 anyway).
 LATENCY_TABLE_GRANULARITY = 8
@@ -191,22 +192,13 @@ class StructuredStep(TrainingStep):
 
     def _reshape(self, model: Any, details: dict[str, Any]) -> Any:
         """``model`` with the step's decoder and resolution changes (recorded in ``details``)."""
-        from roverlite.compress.decoder import (
-            NEAREST_DECODER_OVERRIDES,
-            SHUFFLE_DECODER_OVERRIDES,
-            nearest_decoder,
-            shuffle_decoder,
-        )
+        from roverlite.compress.decoder import swap_decoder
         from roverlite.compress.resolution import half_resolution, half_resolution_overrides
 
-        if self.decoder == "nearest":
-            model = nearest_decoder(model)
-            details["unet_overrides"].update(NEAREST_DECODER_OVERRIDES)
-            details["decoder"] = "nearest"
-        elif self.decoder == "shuffle":
-            model = shuffle_decoder(model)
-            details["unet_overrides"].update(SHUFFLE_DECODER_OVERRIDES)
-            details["decoder"] = "shuffle"
+        if self.decoder is not None:
+            model = swap_decoder(model, self.decoder)
+            details["unet_overrides"]["decoder"] = self.decoder  # what build_unet(decoder=...) builds
+            details["decoder"] = self.decoder
         if self.resolution == 0.5:
             model = half_resolution(model, self.stem)
             details["unet_overrides"].update(half_resolution_overrides(self.stem))
